@@ -1,0 +1,1 @@
+"""Pydantic models exchanged between SkinTriage's services and between training and serving."""

@@ -1,0 +1,88 @@
+"""Typed training configuration: visible defaults, overridable from YAML and `key=value` args."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# The data lives beside the repo (../shared/data) and is never copied in; override with the env.
+DEFAULT_DATA_ROOT = os.environ.get(
+    "SKINTRIAGE_DATA_ROOT", str(Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data_root: str = DEFAULT_DATA_ROOT
+    dataset: str = "ham10000"  # "ham10000" (metadata.csv layout) or "folders" (class-per-folder)
+    folder_root: str = ""  # for dataset=folders: root with train/ val/ test/ subfolders
+    limit_per_split: int = 0  # >0 keeps only this many images per split (smoke tests)
+    # model
+    arch: str = "effnet_lite0"  # "effnet_lite0" or "effnet_lite0_bilstm"
+    pretrained: bool = True
+    image_size: int = 160  # crop size fed to the network, px
+    resize_shorter_to: int = 160
+    dropout: float = 0.3
+    lstm_hidden: int = 128
+    lstm_layers: int = 2
+    freeze_backbone: bool = False  # bilstm head on a frozen, already fine-tuned backbone
+    backbone_checkpoint: str = ""  # state dict to initialise the backbone from
+    # optimisation
+    epochs: int = 14
+    batch_size: int = 32
+    lr: float = 1e-3
+    head_lr_multiplier: float = 3.0
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    class_weight_power: float = 0.5  # weight_c = (N / n_c) ** power; 0 = unweighted, 1 = inverse
+    weighted_sampler: bool = False
+    patience: int = 4  # early stopping on val balanced accuracy
+    # augmentation
+    crop_scale_min: float = 0.4
+    color_jitter: float = 0.2
+    # run
+    seed: int = 1234
+    threads: int = 2
+    out_dir: str = "runs/effnet_lite0"
+    resume: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict copy, saved in every checkpoint and in the bundle."""
+        return dataclasses.asdict(self)
+
+
+def _coerce(raw: str, like: Any) -> Any:
+    if isinstance(like, bool):
+        return raw.lower() in {"1", "true", "yes", "on"}
+    if isinstance(like, int):
+        return int(raw)
+    if isinstance(like, float):
+        return float(raw)
+    return raw
+
+
+def load_config(yaml_path: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults, then a YAML file, then `key=value` overrides; unknown keys are errors."""
+    cfg = TrainConfig()
+    known = {f.name for f in dataclasses.fields(cfg)}
+    values: dict[str, Any] = {}
+    if yaml_path:
+        loaded = yaml.safe_load(Path(yaml_path).read_text()) or {}
+        values.update(loaded)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"override must be key=value, got {item!r}")
+        values[key] = _coerce(raw, getattr(cfg, key, raw)) if key in known else raw
+    unknown = set(values) - known
+    if unknown:
+        raise SystemExit(f"unknown config keys: {sorted(unknown)}")
+    return dataclasses.replace(cfg, **values)
+
