@@ -1,0 +1,1 @@
+"""SkinTriage services: gateway, inference, ood, reports. They never import each other."""

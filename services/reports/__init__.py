@@ -1,0 +1,1 @@
+"""The reports service: the one database (tenants, API keys, batches, jobs, reports)."""

@@ -1,0 +1,41 @@
+"""The reports service's FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.reports.api.context import RequestContextMiddleware
+from services.reports.api.errors import install_error_handlers
+from services.reports.api.routes import auth, batches, health, jobs, reports
+from services.reports.config import Settings, get_settings
+from services.reports.db.engine import make_engine, make_sessionmaker
+from services.reports.json_logging import configure_logging
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; without `settings`, read them from the environment (failing fast)."""
+    resolved = settings if settings is not None else get_settings()
+    configure_logging()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(resolved.database_url)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(title="SkinTriage reports (internal)", version="1.0.0", lifespan=lifespan)
+    if settings is not None:
+        app.dependency_overrides[get_settings] = lambda: resolved
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+
+    for module in (health, auth, batches, jobs, reports):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,16 @@
+"""API-key verification for the gateway."""
+
+from __future__ import annotations
+
+from contracts.records import ApiKeyVerifyRequest, ApiKeyVerifyResponse
+from services.reports.api.deps import SessionDep, internal_router
+from services.reports.db.tenants import verify_api_key
+
+router = internal_router("auth")
+
+
+@router.post("/internal/v1/auth/verify")
+def verify(body: ApiKeyVerifyRequest, session: SessionDep) -> ApiKeyVerifyResponse:
+    """Which tenant an API key belongs to; 401 auth.invalid_api_key if unknown or revoked."""
+    key = verify_api_key(session, body.api_key)
+    return ApiKeyVerifyResponse(tenant_id=key.tenant_id, key_id=key.id)

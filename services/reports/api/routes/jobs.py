@@ -1,0 +1,90 @@
+"""Job registration, status changes from the worker, and reads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Path, Response, status
+
+from contracts.jobs import JobCreate
+from contracts.reports import JobFailure, JobView
+from services.reports.api.checks import check_job_id, check_lengths, check_tenant
+from services.reports.api.deps import SessionDep, TenantDep, internal_router
+from services.reports.api.views import job_view
+from services.reports.db.jobs import create_job, get_job, get_job_image, mark_failed, mark_running
+from services.reports.db.reports import get_heatmap
+from services.reports.domain.payloads import decode_image
+
+router = internal_router("jobs")
+
+JobId = Annotated[str, Path(min_length=1, max_length=64)]
+IDEMPOTENT_REPLAY_HEADER = "Idempotent-Replay"
+# Images and heatmaps are clinical data: no shared cache may keep them.
+_PRIVATE = {"Cache-Control": "no-store"}
+
+# Column sizes that JobCreate itself does not bound.
+_MAX_LENGTHS = {"job_id": 64, "batch_id": 64, "idempotency_key": 255, "filename": 255}
+
+
+@router.post("/internal/v1/jobs", status_code=status.HTTP_201_CREATED)
+def register_job(body: JobCreate, tenant: TenantDep, session: SessionDep, response: Response) -> JobView:
+    """Register a job (201). A repeated idempotency key or job id returns the original job (200,
+    `Idempotent-Replay: true`), so the gateway queues nothing twice."""
+    check_tenant(body.tenant_id, tenant)
+    check_lengths(
+        {
+            "job_id": body.job_id,
+            "batch_id": body.batch_id,
+            "idempotency_key": body.idempotency_key,
+            "filename": body.filename,
+        },
+        _MAX_LENGTHS,
+    )
+    image = decode_image(body.image)
+    job, created = create_job(session, tenant, body, image)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        response.headers[IDEMPOTENT_REPLAY_HEADER] = "true"
+    return job_view(job)
+
+
+@router.get("/internal/v1/jobs/{job_id}")
+def read_job(job_id: JobId, tenant: TenantDep, session: SessionDep) -> JobView:
+    """A job with its result when finished; 404 job.not_found for another tenant's job."""
+    return job_view(get_job(session, tenant, job_id))
+
+
+@router.get(
+    "/internal/v1/jobs/{job_id}/image",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
+)
+def read_job_image(job_id: JobId, tenant: TenantDep, session: SessionDep) -> Response:
+    """The stored (stripped, re-encoded) image."""
+    data, media_type = get_job_image(session, tenant, job_id)
+    return Response(content=data, media_type=media_type, headers=_PRIVATE)
+
+
+@router.get(
+    "/internal/v1/jobs/{job_id}/heatmap.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def read_job_heatmap(job_id: JobId, tenant: TenantDep, session: SessionDep) -> Response:
+    """The class-activation heatmap; 404 heatmap.not_found when the job has none."""
+    return Response(content=get_heatmap(session, tenant, job_id), media_type="image/png", headers=_PRIVATE)
+
+
+@router.post("/internal/v1/jobs/{job_id}/running")
+def job_running(job_id: JobId, tenant: TenantDep, session: SessionDep) -> JobView:
+    """The worker started the job (a no-op unless the job is queued)."""
+    return job_view(mark_running(session, tenant, job_id))
+
+
+@router.post("/internal/v1/jobs/{job_id}/fail")
+def job_failed(job_id: JobId, body: JobFailure, tenant: TenantDep, session: SessionDep) -> JobView:
+    """The worker gave up; a job that is already done or rejected keeps its result."""
+    check_tenant(body.tenant_id, tenant)
+    check_job_id(body.job_id, job_id)
+    check_lengths({"error_code": body.error_code}, {"error_code": 64})
+    return job_view(mark_failed(session, tenant, job_id, body.error_code))

@@ -1,0 +1,80 @@
+"""Report upsert (worker) and the report list (gateway, dashboard)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Path, Query
+
+from contracts.bundle import TriageLevel
+from contracts.jobs import JobStatus
+from contracts.ood import OodDecision
+from contracts.reports import JobView, ReportPage, ReportUpsert
+from services.reports.api.checks import check_job_id, check_tenant
+from services.reports.api.deps import SessionDep, TenantDep, internal_router
+from services.reports.api.views import job_view
+from services.reports.db.jobs import list_jobs
+from services.reports.db.reports import upsert_report
+from services.reports.domain.listing import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    ReportFilters,
+    decode_cursor,
+    encode_cursor,
+)
+from services.reports.domain.payloads import check_report
+
+router = internal_router("reports")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Query datetimes without an offset are taken as UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+@router.put("/internal/v1/reports/{job_id}")
+def put_report(
+    job_id: Annotated[str, Path(min_length=1, max_length=64)],
+    body: ReportUpsert,
+    tenant: TenantDep,
+    session: SessionDep,
+) -> JobView:
+    """Store a job's result, idempotently: a redelivered result updates the one report row."""
+    check_tenant(body.tenant_id, tenant)
+    check_job_id(body.job_id, job_id)
+    heatmap = check_report(body)
+    return job_view(upsert_report(session, tenant, body, heatmap))
+
+
+@router.get("/internal/v1/reports")
+def list_reports(
+    tenant: TenantDep,
+    session: SessionDep,
+    patient_ref: Annotated[str | None, Query(max_length=128)] = None,
+    triage_level: TriageLevel | None = None,
+    status: JobStatus | None = None,
+    ood_decision: OodDecision | None = None,
+    since: Annotated[datetime | None, Query(description="inclusive")] = None,
+    until: Annotated[datetime | None, Query(description="exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> ReportPage:
+    """The tenant's jobs, newest first, with results where present (queued jobs appear too)."""
+    filters = ReportFilters(
+        patient_ref=patient_ref,
+        triage_level=triage_level,
+        status=status,
+        ood_decision=ood_decision,
+        since=_utc(since),
+        until=_utc(until),
+    )
+    after = decode_cursor(cursor) if cursor else None
+    jobs = list_jobs(session, tenant, filters, limit + 1, after)
+    next_cursor = None
+    if len(jobs) > limit:
+        jobs = jobs[:limit]
+        next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id)
+    return ReportPage(items=[job_view(job) for job in jobs], next_cursor=next_cursor)

@@ -1,0 +1,57 @@
+"""Settings for the reports service, read from `REPORTS_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///var/skintriage.db"
+DATABASE_URL_ENV = "REPORTS_DATABASE_URL"
+
+# Values copied from examples and templates; a deployment that still carries one is misconfigured.
+_PLACEHOLDER_SECRETS = frozenset(
+    {"change-me", "changeme", "change_me", "changethis", "secret", "token", "placeholder", "todo", "xxx"}
+)
+
+
+class Settings(BaseSettings):
+    """Validated at start-up: a missing or placeholder internal token stops the process."""
+
+    model_config = SettingsConfigDict(env_prefix="REPORTS_", extra="ignore")
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL: sqlite:///path (embedded) or postgresql+psycopg://... (production)",
+    )
+    internal_token: SecretStr = Field(description="shared secret expected in X-Internal-Token")
+
+    @field_validator("internal_token")
+    @classmethod
+    def _real_secret(cls, value: SecretStr) -> SecretStr:
+        token = value.get_secret_value().strip()
+        if not token:
+            raise ValueError("REPORTS_INTERNAL_TOKEN must not be empty")
+        if token.lower() in _PLACEHOLDER_SECRETS or token.lower().startswith("change"):
+            raise ValueError("REPORTS_INTERNAL_TOKEN is a placeholder; set a real secret")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _url_present(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("REPORTS_DATABASE_URL must not be empty")
+        return value.strip()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (a FastAPI dependency; tests override it)."""
+    return Settings()  # type: ignore[call-arg]  # internal_token comes from the environment
+
+
+def database_url_from_env() -> str:
+    """The database URL alone, for migrations and the CLI, which need no internal token."""
+    return os.environ.get(DATABASE_URL_ENV, "").strip() or DEFAULT_DATABASE_URL

@@ -1,0 +1,145 @@
+"""Jobs: registration (idempotent), status changes, reads and the report list."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from contracts.jobs import JobCreate, JobStatus
+from services.reports.db.batches import get_batch
+from services.reports.db.models import Job, Report
+from services.reports.db.types import utc_now
+from services.reports.domain.errors import JobConflictError, JobNotFoundError
+from services.reports.domain.lifecycle import may_mark_failed, may_mark_running
+from services.reports.domain.listing import ReportFilters
+
+
+def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
+    """The tenant's job with its report, or JobNotFoundError (also for another tenant's job)."""
+    job = session.get(Job, job_id)
+    if job is None or job.tenant_id != tenant_id:
+        raise JobNotFoundError("no such job", details={"job_id": job_id})
+    return job
+
+
+def _existing(session: Session, tenant_id: str, body: JobCreate) -> Job | None:
+    """The job this request repeats: same idempotency key, or same job id, for this tenant."""
+    if body.idempotency_key is not None:
+        job = session.scalar(
+            select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == body.idempotency_key)
+        )
+        if job is not None:
+            return job
+    job = session.get(Job, body.job_id)
+    if job is not None and job.tenant_id != tenant_id:
+        raise JobConflictError("job id already in use", details={"job_id": body.job_id})
+    return job
+
+
+def create_job(session: Session, tenant_id: str, body: JobCreate, image: bytes) -> tuple[Job, bool]:
+    """Register a job; a repeat (same idempotency key or job id) returns the original (flag False).
+
+    Two concurrent repeats both pass the first lookup; the unique constraints let exactly one
+    insert win and the loser returns the winner's job.
+    """
+    existing = _existing(session, tenant_id, body)
+    if existing is not None:
+        return existing, False
+    if body.batch_id is not None:
+        get_batch(session, tenant_id, body.batch_id)
+    meta = body.metadata
+    job = Job(
+        id=body.job_id,
+        tenant_id=tenant_id,
+        batch_id=body.batch_id,
+        idempotency_key=body.idempotency_key,
+        status=JobStatus.queued.value,
+        patient_ref=meta.patient_ref,
+        body_site=meta.body_site,
+        age=meta.age,
+        sex=meta.sex,
+        client_ref=meta.client_ref,
+        filename=body.filename,
+        image=image,
+        media_type=body.image.media_type,
+        width=body.image.width,
+        height=body.image.height,
+        image_sha256=body.image.sha256.lower(),
+        report=None,
+    )
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = _existing(session, tenant_id, body)
+        if existing is None:
+            raise
+        return existing, False
+    return job, True
+
+
+def get_job_image(session: Session, tenant_id: str, job_id: str) -> tuple[bytes, str]:
+    """The stored (re-encoded) image bytes and their media type."""
+    row = session.execute(
+        select(Job.image, Job.media_type).where(Job.id == job_id, Job.tenant_id == tenant_id)
+    ).one_or_none()
+    if row is None:
+        raise JobNotFoundError("no such job", details={"job_id": job_id})
+    return row.image, row.media_type
+
+
+def mark_running(session: Session, tenant_id: str, job_id: str) -> Job:
+    """queued -> running; any other status is left as it is (redeliveries are harmless)."""
+    job = get_job(session, tenant_id, job_id)
+    if may_mark_running(JobStatus(job.status)):
+        job.status = JobStatus.running.value
+        job.updated_at = utc_now()
+        session.commit()
+    return job
+
+
+def mark_failed(session: Session, tenant_id: str, job_id: str, error_code: str) -> Job:
+    """Record that the worker gave up, unless the job already has a result."""
+    job = get_job(session, tenant_id, job_id)
+    if may_mark_failed(JobStatus(job.status)):
+        job.status = JobStatus.failed.value
+        job.error_code = error_code
+        job.updated_at = utc_now()
+        session.commit()
+    return job
+
+
+def list_jobs(
+    session: Session,
+    tenant_id: str,
+    filters: ReportFilters,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+) -> list[Job]:
+    """Up to `limit` of the tenant's jobs, newest first, strictly after the cursor position."""
+    stmt = select(Job).where(Job.tenant_id == tenant_id)
+    if filters.patient_ref is not None:
+        stmt = stmt.where(Job.patient_ref == filters.patient_ref)
+    if filters.status is not None:
+        stmt = stmt.where(Job.status == filters.status.value)
+    if filters.triage_level is not None or filters.ood_decision is not None:
+        stmt = stmt.join(Report, Report.job_id == Job.id)
+        if filters.triage_level is not None:
+            stmt = stmt.where(Report.triage_level == filters.triage_level)
+        if filters.ood_decision is not None:
+            stmt = stmt.where(Report.ood_decision == filters.ood_decision.value)
+    if filters.since is not None:
+        stmt = stmt.where(Job.created_at >= filters.since)
+    if filters.until is not None:
+        stmt = stmt.where(Job.created_at < filters.until)
+    if after is not None:
+        created_at, job_id = after
+        stmt = stmt.where(
+            or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id))
+        )
+    stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+    return list(session.scalars(stmt))

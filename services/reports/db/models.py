@@ -1,0 +1,145 @@
+"""The reports database: tenants, api_keys, batches, jobs, reports."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
+
+from contracts.jobs import JobStatus
+from services.reports.db.types import UtcDateTime, utc_now
+
+# Deterministic constraint names, so migrations can refer to them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID = String(64)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the shared metadata."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Tenant(Base):
+    """A customer organisation; every other row belongs to one."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+
+
+class ApiKey(Base):
+    """A tenant's API key: only its sha256 is stored; `prefix` is for display."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+
+    tenant: Mapped[Tenant] = relationship(lazy="joined")
+
+
+class Batch(Base):
+    """A group of jobs submitted together."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    client_ref: Mapped[str | None] = mapped_column(String(128))
+    total: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+
+
+class Job(Base):
+    """One submitted image and its lifecycle. Image bytes are loaded only when asked for."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key"),
+        # The report list: tenant-scoped, newest first, keyset on (created_at, id).
+        Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_jobs_tenant_patient", "tenant_id", "patient_ref", "created_at"),
+        Index("ix_jobs_tenant_status", "tenant_id", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued.value)
+    patient_ref: Mapped[str | None] = mapped_column(String(128))
+    body_site: Mapped[str | None] = mapped_column(String(64))
+    age: Mapped[int | None] = mapped_column(Integer)
+    sex: Mapped[str | None] = mapped_column(String(16))
+    client_ref: Mapped[str | None] = mapped_column(String(128))
+    filename: Mapped[str | None] = mapped_column(String(255))
+    image: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    media_type: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now, onupdate=utc_now)
+
+    report: Mapped[Report | None] = relationship(back_populates="job", lazy="selectin")
+
+
+class Report(Base):
+    """The result for one job. Keyed by job_id, so a redelivered task updates, never duplicates."""
+
+    __tablename__ = "reports"
+    __table_args__ = (
+        Index("ix_reports_tenant_triage", "tenant_id", "triage_level"),
+        Index("ix_reports_tenant_ood", "tenant_id", "ood_decision"),
+    )
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    triage_level: Mapped[str | None] = mapped_column(String(16))
+    triage_threshold: Mapped[float | None] = mapped_column(Float)
+    top_class: Mapped[str | None] = mapped_column(String(32))
+    malignant_probability: Mapped[float | None] = mapped_column(Float)
+    probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    conformal_set: Mapped[list[str] | None] = mapped_column(JSON)
+    conformal_coverage: Mapped[float | None] = mapped_column(Float)
+    ood: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    ood_decision: Mapped[str | None] = mapped_column(String(32))
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(32))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    heatmap_png: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    completed_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+
+    # Whether a heatmap exists, without loading its bytes.
+    has_heatmap: Mapped[bool] = column_property(heatmap_png.is_not(None))
+
+    job: Mapped[Job] = relationship(back_populates="report")

@@ -1,0 +1,75 @@
+"""Reports: the idempotent upsert from the worker, and heatmap reads."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from contracts.jobs import JobStatus
+from contracts.reports import ReportUpsert
+from services.reports.db.jobs import get_job
+from services.reports.db.models import Job, Report
+from services.reports.db.types import utc_now
+from services.reports.domain.errors import HeatmapNotFoundError
+
+
+def _apply(report: Report, body: ReportUpsert, heatmap: bytes | None) -> None:
+    """Overwrite every field: a redelivered result replaces the earlier one entirely."""
+    prediction = body.prediction
+    report.status = body.status.value
+    # A rejected image carries the OOD verdict and never a triage level.
+    report.triage_level = (
+        prediction.triage_level if prediction is not None and body.status == JobStatus.done else None
+    )
+    report.triage_threshold = prediction.triage_threshold if prediction is not None else None
+    report.top_class = prediction.top_class if prediction is not None else None
+    report.malignant_probability = prediction.malignant_probability if prediction is not None else None
+    report.probabilities = dict(prediction.probabilities) if prediction is not None else None
+    report.conformal_set = list(prediction.conformal_set) if prediction is not None else None
+    report.conformal_coverage = prediction.conformal_coverage if prediction is not None else None
+    report.ood = body.ood.model_dump(mode="json") if body.ood is not None else None
+    report.ood_decision = body.ood.decision.value if body.ood is not None else None
+    report.model_name = body.model.name
+    report.model_version = body.model.version
+    report.model_sha256 = body.model.sha256
+    report.timings = dict(body.timings_ms)
+    report.heatmap_png = heatmap
+    report.completed_at = utc_now()
+
+
+def _store(session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes | None) -> Job:
+    job = get_job(session, tenant_id, body.job_id)
+    report = session.get(Report, body.job_id)
+    if report is None:
+        report = Report(job_id=job.id, tenant_id=tenant_id)
+        job.report = report
+    _apply(report, body, heatmap)
+    job.status = body.status.value
+    job.error_code = body.error_code
+    job.updated_at = utc_now()
+    session.commit()
+    # heatmap_png is deferred; has_heatmap is computed by the database.
+    session.refresh(report, ["has_heatmap"])
+    return job
+
+
+def upsert_report(session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes | None) -> Job:
+    """Store the job's result (one row per job, updated on redelivery) and finish the job."""
+    try:
+        return _store(session, tenant_id, body, heatmap)
+    except IntegrityError:
+        # A concurrent delivery inserted the row between our read and our insert: update it.
+        session.rollback()
+        return _store(session, tenant_id, body, heatmap)
+
+
+def get_heatmap(session: Session, tenant_id: str, job_id: str) -> bytes:
+    """The job's heatmap PNG; JobNotFoundError for no such job, HeatmapNotFoundError if it has none."""
+    get_job(session, tenant_id, job_id)
+    heatmap = session.scalar(
+        select(Report.heatmap_png).where(Report.job_id == job_id, Report.tenant_id == tenant_id)
+    )
+    if heatmap is None:
+        raise HeatmapNotFoundError("this job has no heatmap", details={"job_id": job_id})
+    return heatmap

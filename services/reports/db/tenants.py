@@ -1,0 +1,91 @@
+"""Tenants and their API keys."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.reports.db.models import ApiKey, Tenant
+from services.reports.db.types import utc_now
+from services.reports.domain.api_keys import (
+    display_prefix,
+    generate_api_key,
+    hash_api_key,
+    new_key_id,
+    new_tenant_id,
+)
+from services.reports.domain.errors import InvalidApiKeyError, TenantNotFoundError
+
+
+def require_tenant(session: Session, tenant_id: str) -> Tenant:
+    """The tenant with this id, or TenantNotFoundError."""
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise TenantNotFoundError("unknown tenant")
+    return tenant
+
+
+def find_tenant(session: Session, name: str) -> Tenant | None:
+    """The tenant with this name, if any."""
+    return session.scalar(select(Tenant).where(Tenant.name == name))
+
+
+def get_or_create_tenant(session: Session, name: str) -> tuple[Tenant, bool]:
+    """The tenant named `name`, created if needed; the flag says whether it was created."""
+    tenant = find_tenant(session, name)
+    if tenant is not None:
+        return tenant, False
+    tenant = Tenant(id=new_tenant_id(), name=name)
+    session.add(tenant)
+    try:
+        session.commit()
+    except IntegrityError:
+        # Another process created it between our read and our insert.
+        session.rollback()
+        existing = find_tenant(session, name)
+        if existing is None:
+            raise
+        return existing, False
+    return tenant, True
+
+
+def create_api_key(session: Session, tenant: Tenant) -> tuple[ApiKey, str]:
+    """A new key for the tenant: the stored row and the raw key, which is never stored."""
+    raw_key = generate_api_key()
+    key = ApiKey(
+        id=new_key_id(),
+        tenant_id=tenant.id,
+        prefix=display_prefix(raw_key),
+        key_sha256=hash_api_key(raw_key),
+    )
+    session.add(key)
+    session.commit()
+    return key, raw_key
+
+
+def verify_api_key(session: Session, raw_key: str) -> ApiKey:
+    """The live key matching `raw_key`; unknown and revoked keys both raise InvalidApiKeyError."""
+    key = session.scalar(select(ApiKey).where(ApiKey.key_sha256 == hash_api_key(raw_key)))
+    if key is None or key.revoked_at is not None:
+        raise InvalidApiKeyError("API key is not valid")
+    return key
+
+
+def revoke_api_key(session: Session, key_id: str) -> ApiKey | None:
+    """Revoke a key (idempotent: the first revocation time is kept); None if no such key."""
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        return None
+    if key.revoked_at is None:
+        key.revoked_at = utc_now()
+        session.commit()
+    return key
+
+
+def list_api_keys(session: Session, tenant_name: str | None = None) -> list[ApiKey]:
+    """Keys, oldest first, optionally of one tenant."""
+    stmt = select(ApiKey).join(ApiKey.tenant).order_by(ApiKey.created_at, ApiKey.id)
+    if tenant_name is not None:
+        stmt = stmt.where(Tenant.name == tenant_name)
+    return list(session.scalars(stmt))

@@ -1,0 +1,95 @@
+"""Typed errors with machine codes; the API renders them as `contracts.errors.ErrorBody`."""
+
+from __future__ import annotations
+
+from contracts.errors import DomainError
+
+
+class RequestInvalidError(DomainError):
+    """The request is well-formed JSON but breaks a rule the schema cannot express."""
+
+    code, status = "request.invalid", 422
+
+
+class InternalTokenInvalidError(DomainError):
+    """`X-Internal-Token` is missing or wrong."""
+
+    code, status = "auth.internal_token_invalid", 401
+
+
+class InvalidApiKeyError(DomainError):
+    """The API key is unknown or revoked (deliberately indistinguishable)."""
+
+    code, status = "auth.invalid_api_key", 401
+
+
+class TenantNotFoundError(DomainError):
+    """`X-Tenant-Id` names no tenant."""
+
+    code, status = "tenant.not_found", 404
+
+
+class TenantMismatchError(DomainError):
+    """The body's tenant_id differs from `X-Tenant-Id`."""
+
+    code, status = "request.tenant_mismatch", 400
+
+
+class IdMismatchError(DomainError):
+    """The body's job_id differs from the one in the path."""
+
+    code, status = "request.id_mismatch", 400
+
+
+class JobNotFoundError(DomainError):
+    """No such job for this tenant (another tenant's job is reported the same way)."""
+
+    code, status = "job.not_found", 404
+
+
+class JobConflictError(DomainError):
+    """The job id is already taken by another tenant's job."""
+
+    code, status = "job.conflict", 409
+
+
+class BatchNotFoundError(DomainError):
+    """No such batch for this tenant."""
+
+    code, status = "batch.not_found", 404
+
+
+class BatchConflictError(DomainError):
+    """The batch id is already taken by another tenant's batch."""
+
+    code, status = "batch.conflict", 409
+
+
+class HeatmapNotFoundError(DomainError):
+    """The job has no heatmap (not finished, rejected, or none was produced)."""
+
+    code, status = "heatmap.not_found", 404
+
+
+class ImageInvalidError(DomainError):
+    """The stored image is not valid base64 or does not match its sha256."""
+
+    code, status = "image.invalid", 422
+
+
+class ReportInvalidError(DomainError):
+    """A report upsert that cannot be stored (wrong status, missing prediction, bad heatmap)."""
+
+    code, status = "report.invalid", 422
+
+
+class CursorInvalidError(DomainError):
+    """The pagination cursor was not issued by this service."""
+
+    code, status = "cursor.invalid", 400
+
+
+class DatabaseUnavailableError(DomainError):
+    """The database did not answer."""
+
+    code, status = "dependency.database_unavailable", 503

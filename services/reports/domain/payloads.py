@@ -1,0 +1,56 @@
+"""Checks on what the gateway and the worker send, beyond what their schemas can express."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+
+from contracts.jobs import StoredImage
+from contracts.reports import ReportUpsert
+from services.reports.domain.errors import ImageInvalidError, ReportInvalidError
+from services.reports.domain.lifecycle import REPORT_STATUSES
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TRIAGE_LEVELS = frozenset({"urgent", "routine", "monitor"})
+
+
+def _b64decode(data: str) -> bytes:
+    return base64.b64decode(data, validate=True)
+
+
+def decode_image(image: StoredImage) -> bytes:
+    """The image's bytes, checked against the sha256 the gateway computed when re-encoding."""
+    try:
+        raw = _b64decode(image.data_b64)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageInvalidError("image data is not valid base64") from exc
+    if not raw:
+        raise ImageInvalidError("image data is empty")
+    if hashlib.sha256(raw).hexdigest() != image.sha256.lower():
+        raise ImageInvalidError("image data does not match its sha256")
+    return raw
+
+
+def check_report(report: ReportUpsert) -> bytes | None:
+    """Reject a report that cannot be shown consistently; return the decoded heatmap PNG, if any."""
+    if report.status not in REPORT_STATUSES:
+        raise ReportInvalidError(
+            "a report's status must be done or rejected", details={"status": report.status.value}
+        )
+    if report.status == "done":
+        if report.prediction is None:
+            raise ReportInvalidError("a done report needs a prediction")
+        if report.prediction.triage_level not in TRIAGE_LEVELS:
+            raise ReportInvalidError(
+                "unknown triage level", details={"triage_level": report.prediction.triage_level}
+            )
+    if report.heatmap_png_b64 is None:
+        return None
+    try:
+        heatmap = _b64decode(report.heatmap_png_b64)
+    except (binascii.Error, ValueError) as exc:
+        raise ReportInvalidError("heatmap is not valid base64") from exc
+    if not heatmap.startswith(PNG_SIGNATURE):
+        raise ReportInvalidError("heatmap is not a PNG")
+    return heatmap
