@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One serving image for every SkinTriage service; compose and k8s pick the process by command
-# (see docs/ARCHITECTURE.md, "Entry points"). Torch never enters it: `pip install .` installs
-# the serving dependencies only; training needs the `train` extra, which is not installed here.
+# (see docs/ARCHITECTURE.md, "Entry points"). No training library enters it: `pip install .`
+# installs the serving dependencies only (ONNX Runtime serves); the `train` extra is never installed.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS deps
