@@ -1,0 +1,252 @@
+"""The reports service's internal HTTP API: the gateway's only way to reach it.
+
+Every call sends `X-Internal-Token`, and `X-Tenant-Id` / `X-Request-ID` where they apply.
+Downstream error bodies come back as `UpstreamError` with reports' own status and code;
+timeouts, refused connections and 502/503/504 without a body become `UpstreamUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from contracts.errors import DomainError, ErrorBody
+from contracts.jobs import JobCreate
+from contracts.records import ApiKeyVerifyRequest, ApiKeyVerifyResponse, BatchCreate, BatchView
+from contracts.reports import JobFailure, JobView, ReportPage
+from services.gateway.domain.auth import Principal
+from services.gateway.domain.errors import UpstreamError, UpstreamUnavailableError
+
+logger = logging.getLogger(__name__)
+
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
+_REPLAY_HEADER = "Idempotent-Replay"
+_UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+_INTERNAL_TOKEN_REJECTED = "auth.internal_token_invalid"
+
+
+@dataclass(frozen=True)
+class Blob:
+    """Bytes answered by reports (a stored image or a heatmap) and their media type."""
+
+    content: bytes
+    media_type: str
+
+
+class ReportsClient:
+    """Typed calls to `/internal/v1/...`; one instance (one connection pool) per process."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    @classmethod
+    def create(cls, base_url: str, internal_token: str, timeout_seconds: float) -> ReportsClient:
+        """Build the client and its connection pool (call once, in the app's lifespan)."""
+        http = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"X-Internal-Token": internal_token},
+            timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 3.0)),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        )
+        return cls(http)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def verify_api_key(self, api_key: str, *, request_id: str) -> Principal | None:
+        """The key's tenant, or None when reports does not know the key (401)."""
+        try:
+            response = await self._send(
+                "POST",
+                "/internal/v1/auth/verify",
+                request_id=request_id,
+                json=ApiKeyVerifyRequest(api_key=api_key).model_dump(),
+            )
+        except UpstreamError as exc:
+            if exc.status == 401:
+                return None
+            raise
+        verified = _parse(ApiKeyVerifyResponse, response)
+        return Principal(tenant_id=verified.tenant_id, key_id=verified.key_id)
+
+    async def create_job(self, job: JobCreate, *, request_id: str) -> tuple[JobView, bool]:
+        """Register a job; returns it and whether it was an idempotent replay of an earlier one."""
+        headers = {"Idempotency-Key": job.idempotency_key} if job.idempotency_key else None
+        response = await self._send(
+            "POST",
+            "/internal/v1/jobs",
+            tenant_id=job.tenant_id,
+            request_id=request_id,
+            json=job.model_dump(mode="json"),
+            headers=headers,
+        )
+        return _parse(JobView, response), _is_replay(response)
+
+    async def get_job(self, tenant_id: str, job_id: str, *, request_id: str) -> JobView:
+        """One job of the tenant (404 for another tenant's)."""
+        response = await self._send(
+            "GET", f"/internal/v1/jobs/{_seg(job_id)}", tenant_id=tenant_id, request_id=request_id
+        )
+        return _parse(JobView, response)
+
+    async def fail_job(self, failure: JobFailure, *, request_id: str) -> None:
+        """Record a job as failed (used when it could not be queued)."""
+        await self._send(
+            "POST",
+            f"/internal/v1/jobs/{_seg(failure.job_id)}/fail",
+            tenant_id=failure.tenant_id,
+            request_id=request_id,
+            json=failure.model_dump(mode="json"),
+        )
+
+    async def get_job_image(self, tenant_id: str, job_id: str, *, request_id: str) -> Blob:
+        """The stored, stripped, re-encoded image of a job."""
+        return await self._blob(f"/internal/v1/jobs/{_seg(job_id)}/image", tenant_id, request_id)
+
+    async def get_job_heatmap(self, tenant_id: str, job_id: str, *, request_id: str) -> Blob:
+        """The job's heatmap PNG."""
+        return await self._blob(f"/internal/v1/jobs/{_seg(job_id)}/heatmap.png", tenant_id, request_id)
+
+    async def create_batch(
+        self, tenant_id: str, batch: BatchCreate, *, request_id: str
+    ) -> tuple[BatchView, bool]:
+        """Register a batch; returns it and whether the id was already registered (200 vs 201):
+        reports makes batches idempotent on their id."""
+        response = await self._send(
+            "POST",
+            "/internal/v1/batches",
+            tenant_id=tenant_id,
+            request_id=request_id,
+            json=batch.model_dump(mode="json"),
+        )
+        return _parse(BatchView, response), response.status_code == 200
+
+    async def get_batch(self, tenant_id: str, batch_id: str, *, request_id: str) -> BatchView:
+        """A batch's progress and items."""
+        response = await self._send(
+            "GET", f"/internal/v1/batches/{_seg(batch_id)}", tenant_id=tenant_id, request_id=request_id
+        )
+        return _parse(BatchView, response)
+
+    async def list_reports(
+        self, tenant_id: str, filters: Mapping[str, str], *, request_id: str
+    ) -> ReportPage:
+        """One page of the tenant's jobs and reports, newest first."""
+        response = await self._send(
+            "GET", "/internal/v1/reports", tenant_id=tenant_id, request_id=request_id, params=filters
+        )
+        return _parse(ReportPage, response)
+
+    async def ready(self, *, request_id: str) -> bool:
+        """True when reports' own `/readyz` answers 200."""
+        try:
+            response = await self._http.get("/readyz", headers={"X-Request-ID": request_id})
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def _blob(self, path: str, tenant_id: str, request_id: str) -> Blob:
+        response = await self._send("GET", path, tenant_id=tenant_id, request_id=request_id)
+        media_type = response.headers.get("content-type", "application/octet-stream").split(";")[0]
+        return Blob(content=response.content, media_type=media_type.strip())
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        request_id: str,
+        tenant_id: str | None = None,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        all_headers = {"X-Request-ID": request_id, **(headers or {})}
+        if tenant_id is not None:
+            all_headers["X-Tenant-Id"] = tenant_id
+        try:
+            response = await self._http.request(method, path, json=json, params=params, headers=all_headers)
+        except httpx.TimeoutException as exc:
+            logger.warning(
+                "reports timed out",
+                extra={"request_id": request_id, "upstream_method": method, "upstream_path": path},
+            )
+            raise UpstreamUnavailableError(
+                "reports did not answer in time", {"dependency": "reports"}
+            ) from exc
+        except httpx.TransportError as exc:
+            logger.warning(
+                "reports unreachable",
+                extra={"request_id": request_id, "upstream_method": method, "upstream_path": path},
+            )
+            raise UpstreamUnavailableError("reports is unreachable", {"dependency": "reports"}) from exc
+        if response.status_code >= 400:
+            raise _error_from(response, request_id, method, path)
+        return response
+
+
+def _error_from(response: httpx.Response, request_id: str, method: str, path: str) -> DomainError:
+    status = response.status_code
+    try:
+        body = ErrorBody.model_validate_json(response.content)
+    except ValidationError:
+        body = None
+    if status >= 500:
+        logger.warning(
+            "reports answered an error",
+            extra={
+                "request_id": request_id,
+                "upstream_method": method,
+                "upstream_path": path,
+                "upstream_status": status,
+            },
+        )
+    if body is not None and body.error.code == _INTERNAL_TOKEN_REJECTED:
+        # The gateway's own configuration is wrong; callers must not see reports' internals.
+        logger.error("reports rejected the gateway's internal token", extra={"request_id": request_id})
+        return UpstreamUnavailableError("reports is unavailable", {"dependency": "reports"})
+    if body is not None:
+        return UpstreamError(status, body.error.code, body.error.message, body.error.details)
+    if status in _UNAVAILABLE_STATUSES:
+        return UpstreamUnavailableError("reports is unavailable", {"dependency": "reports", "status": status})
+    if status == 404:
+        return UpstreamError(404, "not_found", "not found")
+    return UpstreamError(
+        502,
+        "upstream.invalid_response",
+        "reports answered an unexpected error",
+        {"dependency": "reports", "status": status},
+    )
+
+
+def _parse(model: type[_ModelT], response: httpx.Response) -> _ModelT:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        logger.error(
+            "reports answered a body that does not match its contract",
+            extra={"contract": model.__name__, "errors": exc.error_count()},
+        )
+        raise UpstreamError(
+            502,
+            "upstream.invalid_response",
+            "reports answered an unexpected body",
+            {"dependency": "reports", "contract": model.__name__},
+        ) from exc
+
+
+def _is_replay(response: httpx.Response) -> bool:
+    value: str = response.headers.get(_REPLAY_HEADER, "")
+    return value.strip().lower() == "true"
+
+
+def _seg(value: str) -> str:
+    """One URL path segment; ids are validated by the routes, this is belt and braces."""
+    return quote(value, safe="")

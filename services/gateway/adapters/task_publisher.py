@@ -1,0 +1,120 @@
+"""Queue `inference.predict` on Celery by name: the gateway never imports the inference package.
+
+Message: task name `inference.predict`, queue `inference`, task id = job id, kwargs
+`{"payload": <InferenceTask as JSON>}`, header `request_id`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio.to_thread
+from celery import Celery
+
+from contracts.jobs import InferenceTask
+from services.gateway.domain.errors import UpstreamUnavailableError
+
+logger = logging.getLogger(__name__)
+
+TASK_NAME = "inference.predict"
+QUEUE = "inference"
+
+# A broker that is down must fail a request within seconds, not hang it on Celery's default
+# retry schedule (which can wait for minutes).
+_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.5, "interval_max": 1.0}
+_CONNECT_TIMEOUT_SECONDS = 3.0
+
+
+class TaskPublisher(Protocol):
+    """Where accepted jobs go. The Celery one is production; tests inject an in-memory one."""
+
+    async def publish(self, task: InferenceTask) -> None:
+        """Queue one inference task; raises `UpstreamUnavailableError` when the broker is down."""
+        ...
+
+    async def ping(self) -> bool:
+        """True when the broker accepts a connection."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def build_celery_app(broker_url: str) -> Celery:
+    """A producer-only Celery app: no result backend, JSON only."""
+    _ensure_sqlite_dir(broker_url)
+    app = Celery("skintriage-gateway", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        broker_connection_timeout=_CONNECT_TIMEOUT_SECONDS,
+        broker_connection_retry_on_startup=False,
+        broker_transport_options={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
+    )
+    return app
+
+
+class CeleryTaskPublisher:
+    """`TaskPublisher` over a Celery app (the broker connection pool is Celery's)."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    @classmethod
+    def from_broker_url(cls, broker_url: str) -> CeleryTaskPublisher:
+        """Build the publisher for a broker URL (call once, in the app's lifespan)."""
+        return cls(build_celery_app(broker_url))
+
+    async def publish(self, task: InferenceTask) -> None:
+        """Send the task from a worker thread: kombu's producer is blocking."""
+        try:
+            await anyio.to_thread.run_sync(self._send, task)
+        except Exception as exc:  # kombu raises OperationalError, OSError, socket timeouts, ...
+            logger.warning(
+                "task publish failed",
+                extra={"request_id": task.request_id, "job_id": task.job_id, "error": type(exc).__name__},
+            )
+            raise UpstreamUnavailableError("the task queue is unavailable", {"dependency": "broker"}) from exc
+
+    async def ping(self) -> bool:
+        """True when a broker connection (and channel) can be opened."""
+        try:
+            await anyio.to_thread.run_sync(self._ping)
+        except Exception as exc:
+            logger.warning("broker ping failed", extra={"error": type(exc).__name__})
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close the producer pool."""
+        self._app.close()
+
+    def _send(self, task: InferenceTask) -> None:
+        headers: dict[str, Any] = {"request_id": task.request_id}
+        self._app.send_task(
+            TASK_NAME,
+            kwargs={"payload": task.model_dump(mode="json")},
+            task_id=task.job_id,
+            queue=QUEUE,
+            headers=headers,
+            retry=True,
+            retry_policy=_RETRY_POLICY,
+        )
+
+    def _ping(self) -> None:
+        with self._app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=_CONNECT_TIMEOUT_SECONDS)
+            _ = connection.default_channel
+
+
+def _ensure_sqlite_dir(broker_url: str) -> None:
+    """kombu's SQLAlchemy transport creates the SQLite file but not its folder (`var/`)."""
+    prefix = "sqla+sqlite:///"
+    if broker_url.startswith(prefix):
+        path = broker_url[len(prefix) :].split("?", 1)[0]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)

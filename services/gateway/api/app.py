@@ -1,0 +1,75 @@
+"""The gateway's FastAPI app: `uvicorn --factory services.gateway.api.app:create_app --port 8000`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from contracts.reports import DISCLAIMER
+from services.gateway.adapters.reports_client import ReportsClient
+from services.gateway.adapters.task_publisher import CeleryTaskPublisher, TaskPublisher
+from services.gateway.api.deps import GatewayContext
+from services.gateway.api.errors import install_error_handlers
+from services.gateway.api.metrics import Metrics
+from services.gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from services.gateway.api.routes import batches, health, images, jobs, reports
+from services.gateway.config import Settings, get_settings
+from services.gateway.domain.auth import ApiKeyCache
+from services.gateway.logging_config import configure_logging
+
+# Room for the metadata fields and multipart boundaries around one image.
+_FORM_OVERHEAD_BYTES = 64 * 1024
+# Routes without an upload only ever receive small bodies (or none).
+_DEFAULT_BODY_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None, *, publisher: TaskPublisher | None = None) -> FastAPI:
+    """Build the app. `publisher` replaces the Celery publisher (tests pass an in-memory one)."""
+    settings = settings or get_settings()
+    configure_logging()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reports_client = ReportsClient.create(
+            settings.reports_url,
+            settings.internal_token.get_secret_value(),
+            settings.reports_timeout_seconds,
+        )
+        task_publisher = publisher or CeleryTaskPublisher.from_broker_url(settings.broker_url)
+        app.state.context = GatewayContext(
+            reports=reports_client,
+            publisher=task_publisher,
+            auth_cache=ApiKeyCache(settings.auth_cache_seconds, settings.auth_cache_max_entries),
+            metrics=metrics,
+        )
+        try:
+            yield
+        finally:
+            await reports_client.aclose()
+            task_publisher.close()
+
+    app = FastAPI(
+        title="SkinTriage gateway",
+        version="1.0.0",
+        summary="Triage of dermoscopic skin-lesion images: decision support, not diagnosis.",
+        description=DISCLAIMER,
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.dependency_overrides[get_settings] = lambda: settings
+    install_error_handlers(app)
+    for module in (images, batches, jobs, reports, health):
+        app.include_router(module.router)
+
+    body_limits = {
+        "/v1/images": settings.max_upload_bytes + _FORM_OVERHEAD_BYTES,
+        "/v1/batches": settings.max_batch_upload_bytes,
+    }
+    # Added innermost first: the request-context middleware wraps everything, so even a
+    # body-limit refusal carries the request id and is logged and counted.
+    app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: body_limits.get(path, _DEFAULT_BODY_BYTES))
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,153 @@
+"""FastAPI dependencies: settings, the long-lived adapters, the request id, the caller."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Form, Header, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+
+from contracts.jobs import ImageMetadata
+from services.gateway.adapters.reports_client import ReportsClient
+from services.gateway.adapters.task_publisher import TaskPublisher
+from services.gateway.api.errors import request_id_of, validation_details
+from services.gateway.api.metrics import Metrics
+from services.gateway.config import Settings, get_settings
+from services.gateway.domain.auth import ApiKeyCache, Principal
+from services.gateway.domain.batch import BatchLimits
+from services.gateway.domain.errors import InvalidApiKeyError, MissingApiKeyError, RequestInvalidError
+from services.gateway.domain.upload_validation import ImageLimits
+
+# reports refuses longer keys (contracts.records.ApiKeyVerifyRequest): no round trip for those.
+_MAX_API_KEY_LENGTH = 256
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+@dataclass
+class GatewayContext:
+    """What the lifespan builds once per process and every request shares."""
+
+    reports: ReportsClient
+    publisher: TaskPublisher
+    auth_cache: ApiKeyCache
+    metrics: Metrics
+
+
+def get_context(request: Request) -> GatewayContext:
+    """The process's adapters (set up in the lifespan)."""
+    context = getattr(request.app.state, "context", None)
+    if not isinstance(context, GatewayContext):
+        raise RuntimeError("the gateway's lifespan has not run")
+    return context
+
+
+def get_request_id(request: Request) -> str:
+    """This request's id (made or accepted by the request-context middleware)."""
+    return request_id_of(request) or "unknown"
+
+
+bearer_scheme = HTTPBearer(
+    auto_error=False, scheme_name="ApiKey", description="`Authorization: Bearer <API key>`"
+)
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ContextDep = Annotated[GatewayContext, Depends(get_context)]
+RequestIdDep = Annotated[str, Depends(get_request_id)]
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+
+
+async def authenticate(
+    request: Request, credentials: CredentialsDep, context: ContextDep, request_id: RequestIdDep
+) -> Principal:
+    """The tenant behind the Bearer API key, verified by reports and cached briefly."""
+    if credentials is None or not credentials.credentials.strip():
+        raise MissingApiKeyError("send `Authorization: Bearer <API key>`")
+    api_key = credentials.credentials.strip()
+    if len(api_key) > _MAX_API_KEY_LENGTH:
+        raise InvalidApiKeyError("the API key is not valid")
+    principal = context.auth_cache.get(api_key)
+    if principal is None:
+        principal = await context.reports.verify_api_key(api_key, request_id=request_id)
+        if principal is None:
+            raise InvalidApiKeyError("the API key is not valid")
+        context.auth_cache.put(api_key, principal)
+    request.state.tenant_id = principal.tenant_id
+    return principal
+
+
+async def require_internal_token(credentials: CredentialsDep, settings: SettingsDep) -> None:
+    """Operator endpoints (`/metrics`): `Authorization: Bearer <GATEWAY_INTERNAL_TOKEN>`."""
+    if credentials is None or not credentials.credentials:
+        raise MissingApiKeyError("send `Authorization: Bearer <internal token>`")
+    expected = settings.internal_token.get_secret_value().encode()
+    if not hmac.compare_digest(credentials.credentials.encode(), expected):
+        raise InvalidApiKeyError("the token is not valid")
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
+JobIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="a job id")]
+BatchIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="a batch id")]
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    """What an acceptable image is, from the settings."""
+    return ImageLimits(
+        max_upload_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_pixels,
+        min_side=settings.min_side,
+        reencode_max_side=settings.reencode_max_side,
+        jpeg_quality=settings.jpeg_quality,
+    )
+
+
+def batch_limits(settings: Settings) -> BatchLimits:
+    """What an acceptable batch is, from the settings."""
+    return BatchLimits(
+        max_items=settings.max_batch_items,
+        max_archive_entries=settings.max_archive_entries,
+        max_archive_uncompressed_bytes=settings.max_archive_uncompressed_bytes,
+        image=image_limits(settings),
+    )
+
+
+async def metadata_form(
+    patient_ref: Annotated[
+        str | None, Form(description="opaque patient reference; SkinTriage never interprets it")
+    ] = None,
+    body_site: Annotated[str | None, Form(description="e.g. 'back', 'lower extremity'")] = None,
+    age: Annotated[int | None, Form(description="years, 0-130")] = None,
+    sex: Annotated[str | None, Form(description="male | female | other | unknown")] = None,
+    client_ref: Annotated[str | None, Form(description="the caller's own reference")] = None,
+) -> ImageMetadata:
+    """Optional clinical context sent as form fields, checked by `contracts.jobs.ImageMetadata`."""
+    raw = {
+        "patient_ref": patient_ref,
+        "body_site": body_site,
+        "age": age,
+        "sex": sex,
+        "client_ref": client_ref,
+    }
+    try:
+        return ImageMetadata.model_validate(raw)
+    except ValidationError as exc:
+        details = validation_details(exc.errors())
+        for detail in details:
+            detail["loc"] = ["body", *detail["loc"]]
+        raise RequestInvalidError("the image metadata is invalid", details) from exc
+
+
+MetadataDep = Annotated[ImageMetadata, Depends(metadata_form)]
+IdempotencyKeyDep = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="repeat a request safely: the same key returns the original job(s), queues nothing",
+    ),
+]

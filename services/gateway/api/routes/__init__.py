@@ -1,0 +1,1 @@
+"""The public routes, one module per resource."""

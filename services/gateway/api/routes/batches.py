@@ -1,0 +1,168 @@
+"""`POST /v1/batches` (many files, or one zip) and `GET /v1/batches/{id}`."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Annotated, BinaryIO
+
+from fastapi import APIRouter, File, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from contracts.errors import DomainError, ErrorDetail
+from contracts.jobs import ImageMetadata
+from contracts.public import BatchAccepted, BatchItemAccepted, BatchItemRejected
+from contracts.records import BatchCreate, BatchView
+from services.gateway.api.deps import (
+    BatchIdPath,
+    ContextDep,
+    GatewayContext,
+    IdempotencyKeyDep,
+    MetadataDep,
+    PrincipalDep,
+    RequestIdDep,
+    SettingsDep,
+    batch_limits,
+)
+from services.gateway.api.errors import error_responses
+from services.gateway.api.submission import batch_id_for, new_id, submit_job
+from services.gateway.domain.auth import Principal
+from services.gateway.domain.batch import PreparedItem, prepare_batch
+from services.gateway.domain.errors import BatchNoValidItemsError, RequestInvalidError
+
+router = APIRouter(tags=["batches"])
+
+
+@router.post(
+    "/v1/batches",
+    status_code=202,
+    response_model=BatchAccepted,
+    summary="Submit many images at once (several `files`, or one zip archive)",
+    description=(
+        "Multipart: repeat `files` once per image, or send one zip as `archive` (a single "
+        "`files` part that is a zip is treated the same). Directories, `__MACOSX/` and dotfiles "
+        "inside a zip are ignored. Each image is checked on its own: the answer lists every "
+        "file, either in `items` (with its job id) or in `rejected` (with its error code). "
+        "Metadata fields apply to every image. With an `Idempotency-Key` a repeated request "
+        "returns the same batch and job ids and queues nothing new."
+    ),
+    responses=error_responses(401, 413, 422, 503),
+)
+async def submit_batch(
+    response: Response,
+    settings: SettingsDep,
+    context: ContextDep,
+    principal: PrincipalDep,
+    request_id: RequestIdDep,
+    metadata: MetadataDep,
+    files: Annotated[list[UploadFile] | None, File(description="the images, one part each")] = None,
+    archive: Annotated[UploadFile | None, File(description="a zip archive of images")] = None,
+    idempotency_key: IdempotencyKeyDep = None,
+) -> BatchAccepted:
+    """Validate every file, register one batch and a job per good file, queue the new jobs."""
+    if files and archive is not None:
+        raise RequestInvalidError("send either `files` or one `archive`, not both")
+    uploads: list[tuple[str | None, BinaryIO]] = [(f.filename, f.file) for f in files or []]
+    prepared = await run_in_threadpool(
+        prepare_batch, uploads, archive.file if archive else None, batch_limits(settings)
+    )
+    good = [item for item in prepared if item.image is not None]
+    rejected = [_rejection(item.index, item.filename, item.error) for item in prepared if item.error]
+    if not good:
+        raise BatchNoValidItemsError(
+            "no file of the batch is an acceptable image",
+            {"rejected": [r.model_dump(mode="json") for r in rejected]},
+        )
+
+    batch_id = batch_id_for(principal.tenant_id, idempotency_key) if idempotency_key else new_id()
+    batch, replayed = await context.reports.create_batch(
+        principal.tenant_id,
+        BatchCreate(batch_id=batch_id, client_ref=metadata.client_ref, total=len(good)),
+        request_id=request_id,
+    )
+    # Bounded parallelism; every registration runs to its end even if another fails, so a
+    # failure is reported per item and a retry with the same key completes the batch.
+    gate = asyncio.Semaphore(settings.register_concurrency)
+    outcomes = await asyncio.gather(
+        *(
+            _register(gate, context, item, principal, metadata, batch.batch_id, idempotency_key, request_id)
+            for item in good
+        )
+    )
+    accepted = [o for o in outcomes if isinstance(o, BatchItemAccepted)]
+    failures = [o for o in outcomes if isinstance(o, _Failed)]
+    if not accepted:
+        raise failures[0].error  # e.g. reports or the broker is down: 503, nothing to list
+    failed = [_rejection(f.index, f.filename, f.error) for f in failures]
+
+    status_url = f"/v1/batches/{batch.batch_id}"
+    response.headers["Location"] = status_url
+    if replayed:
+        response.headers["Idempotent-Replay"] = "true"
+    return BatchAccepted(
+        batch_id=batch.batch_id,
+        status_url=status_url,
+        accepted=len(accepted),
+        rejected=sorted(rejected + failed, key=lambda r: r.index),
+        items=sorted(accepted, key=lambda a: a.index),
+    )
+
+
+@router.get(
+    "/v1/batches/{batch_id}",
+    response_model=BatchView,
+    summary="A batch's progress: counts by status and its jobs",
+    responses=error_responses(401, 404, 422, 503),
+)
+async def get_batch(
+    batch_id: BatchIdPath, context: ContextDep, principal: PrincipalDep, request_id: RequestIdDep
+) -> BatchView:
+    """Counts (queued, running, done, rejected, failed) and one entry per job."""
+    return await context.reports.get_batch(principal.tenant_id, batch_id, request_id=request_id)
+
+
+async def _register(
+    gate: asyncio.Semaphore,
+    context: GatewayContext,
+    item: PreparedItem,
+    principal: Principal,
+    metadata: ImageMetadata,
+    batch_id: str,
+    idempotency_key: str | None,
+    request_id: str,
+) -> BatchItemAccepted | _Failed:
+    assert item.image is not None
+    async with gate:
+        try:
+            submitted = await submit_job(
+                context,
+                principal=principal,
+                image=item.image,
+                metadata=metadata,
+                filename=item.filename,
+                # One key per item, derived from the batch's: a replayed batch replays each job.
+                idempotency_key=f"{idempotency_key}:{item.index}" if idempotency_key else None,
+                batch_id=batch_id,
+                request_id=request_id,
+            )
+        except DomainError as exc:
+            return _Failed(item.index, item.filename, exc)
+    return BatchItemAccepted(index=item.index, filename=item.filename, job_id=submitted.job.job_id)
+
+
+def _rejection(index: int, filename: str | None, error: DomainError | None) -> BatchItemRejected:
+    assert error is not None
+    return BatchItemRejected(
+        index=index,
+        filename=filename,
+        error=ErrorDetail(code=error.code, message=error.message, details=error.details),
+    )
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A good image whose registration or queueing failed."""
+
+    index: int
+    filename: str | None
+    error: DomainError

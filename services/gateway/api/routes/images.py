@@ -1,0 +1,90 @@
+"""`POST /v1/images`: submit one image for triage."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Header, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from contracts.public import JobAccepted
+from contracts.reports import JobView
+from services.gateway.api.deps import (
+    ContextDep,
+    IdempotencyKeyDep,
+    MetadataDep,
+    PrincipalDep,
+    RequestIdDep,
+    SettingsDep,
+    image_limits,
+)
+from services.gateway.api.errors import error_responses
+from services.gateway.api.prefer import parse_wait
+from services.gateway.api.submission import submit_job, wait_for_finish
+from services.gateway.domain.batch import clean_filename, read_bounded
+from services.gateway.domain.errors import UploadTooLargeError
+from services.gateway.domain.upload_validation import prepare_image
+
+router = APIRouter(tags=["images"])
+
+
+@router.post(
+    "/v1/images",
+    status_code=202,
+    response_model=JobAccepted | JobView,
+    summary="Submit one dermoscopic image for triage",
+    description=(
+        "Multipart upload: `file` (JPEG, PNG or WebP, sniffed from the bytes) plus optional "
+        "metadata fields. The image is checked, turned upright, stripped of all metadata "
+        "(EXIF, GPS, ICC, text) and re-encoded before it is stored or queued. Answers 202 with "
+        "the job's `status_url`. With `Prefer: wait=N` (N <= the server's maximum) the call "
+        "waits up to N seconds and answers 200 with the finished job if it is done by then. "
+        "The same `Idempotency-Key` returns the original job and queues nothing new."
+    ),
+    responses={
+        200: {"model": JobView, "description": "Finished within the `Prefer: wait` window"},
+        202: {"model": JobAccepted, "description": "Accepted and queued"},
+        **error_responses(400, 401, 413, 415, 422, 503),
+    },
+)
+async def submit_image(
+    response: Response,
+    settings: SettingsDep,
+    context: ContextDep,
+    principal: PrincipalDep,
+    request_id: RequestIdDep,
+    metadata: MetadataDep,
+    file: Annotated[UploadFile, File(description="the image (JPEG, PNG or WebP)")],
+    idempotency_key: IdempotencyKeyDep = None,
+    prefer: Annotated[str | None, Header(description="`wait=N`: wait up to N seconds for the result")] = None,
+) -> JobAccepted | JobView:
+    """Validate, strip and re-encode the image, register the job, queue it."""
+    if file.size is not None and file.size > settings.max_upload_bytes:
+        raise UploadTooLargeError("the file is larger than allowed", {"max_bytes": settings.max_upload_bytes})
+    data = await run_in_threadpool(read_bounded, file.file, settings.max_upload_bytes)
+    image = await run_in_threadpool(prepare_image, data, image_limits(settings))
+    submitted = await submit_job(
+        context,
+        principal=principal,
+        image=image,
+        metadata=metadata,
+        filename=clean_filename(file.filename),
+        idempotency_key=idempotency_key,
+        batch_id=None,
+        request_id=request_id,
+    )
+    job = submitted.job
+    status_url = f"/v1/jobs/{job.job_id}"
+    response.headers["Location"] = status_url
+    if submitted.replayed:
+        response.headers["Idempotent-Replay"] = "true"
+    wait = parse_wait(prefer, settings.max_wait_seconds)
+    if wait > 0:
+        response.headers["Preference-Applied"] = f"wait={wait}"
+        finished = await wait_for_finish(
+            context.reports, job=job, tenant_id=principal.tenant_id, seconds=wait, request_id=request_id
+        )
+        if finished is not None:
+            response.status_code = 200
+            return finished
+    return JobAccepted(job_id=job.job_id, status=job.status, status_url=status_url)

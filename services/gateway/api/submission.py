@@ -1,0 +1,132 @@
+"""Register a validated image as a job with reports, then queue it: shared by images and batches."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from contracts.errors import DomainError
+from contracts.jobs import ImageMetadata, InferenceTask, JobCreate, JobStatus, StoredImage
+from contracts.reports import JobFailure, JobView
+from services.gateway.adapters.reports_client import ReportsClient
+from services.gateway.api.deps import GatewayContext
+from services.gateway.domain.auth import Principal
+
+logger = logging.getLogger(__name__)
+
+FINISHED = frozenset({JobStatus.done, JobStatus.rejected, JobStatus.failed})
+_FIRST_POLL_SECONDS = 0.05
+_MAX_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A registered job, and whether reports answered it as a replay of an earlier request."""
+
+    job: JobView
+    replayed: bool
+
+
+def new_id() -> str:
+    """A fresh job or batch id: 32 lowercase hex characters."""
+    return uuid.uuid4().hex
+
+
+def batch_id_for(tenant_id: str, idempotency_key: str) -> str:
+    """The batch id a tenant's Idempotency-Key always maps to (32 hex characters).
+
+    reports makes batch registration idempotent on the batch id, so a repeated batch request
+    finds its batch again through this id, and its jobs through the keys `<key>:<index>`.
+    """
+    return hashlib.sha256(f"{tenant_id}\x00{idempotency_key}".encode()).hexdigest()[:32]
+
+
+async def submit_job(
+    context: GatewayContext,
+    *,
+    principal: Principal,
+    image: StoredImage,
+    metadata: ImageMetadata,
+    filename: str | None,
+    idempotency_key: str | None,
+    batch_id: str | None,
+    request_id: str,
+) -> Submitted:
+    """Register the job; queue its task only when reports says it is new (replays queue nothing)."""
+    job, replayed = await context.reports.create_job(
+        JobCreate(
+            job_id=new_id(),
+            tenant_id=principal.tenant_id,
+            batch_id=batch_id,
+            idempotency_key=idempotency_key,
+            metadata=metadata,
+            image=image,
+            filename=filename,
+        ),
+        request_id=request_id,
+    )
+    if replayed:
+        return Submitted(job, replayed=True)
+    task = InferenceTask(
+        job_id=job.job_id,
+        tenant_id=principal.tenant_id,
+        request_id=request_id,
+        image=image,
+        submitted_at=datetime.now(UTC),
+    )
+    try:
+        await context.publisher.publish(task)
+    except DomainError:
+        await _record_unqueued(context.reports, job.job_id, principal.tenant_id, request_id)
+        raise
+    context.metrics.tasks_published.inc()
+    return Submitted(job, replayed=False)
+
+
+async def _record_unqueued(reports: ReportsClient, job_id: str, tenant_id: str, request_id: str) -> None:
+    """A registered job whose task never reached the broker would stay `queued` forever: mark
+    it failed so pollers see an end state (a retry needs a new Idempotency-Key)."""
+    failure = JobFailure(
+        job_id=job_id,
+        tenant_id=tenant_id,
+        error_code="queue.unavailable",
+        message="the task queue was unavailable when the job was submitted",
+    )
+    try:
+        await reports.fail_job(failure, request_id=request_id)
+    except DomainError:
+        logger.error(
+            "job registered but neither queued nor marked failed",
+            extra={"request_id": request_id, "job_id": job_id},
+        )
+
+
+async def wait_for_finish(
+    reports: ReportsClient, *, job: JobView, tenant_id: str, seconds: int, request_id: str
+) -> JobView | None:
+    """Poll reports until the job is done/rejected/failed or `seconds` pass; None on timeout.
+
+    The job is already accepted, so a failing poll ends the wait instead of failing the request.
+    """
+    if job.status in FINISHED:
+        return job
+    deadline = time.monotonic() + seconds
+    delay = _FIRST_POLL_SECONDS
+    while (remaining := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, _MAX_POLL_SECONDS)
+        try:
+            current = await reports.get_job(tenant_id, job.job_id, request_id=request_id)
+        except DomainError as exc:
+            logger.warning(
+                "wait poll failed", extra={"request_id": request_id, "job_id": job.job_id, "code": exc.code}
+            )
+            return None
+        if current.status in FINISHED:
+            return current
+    return None

@@ -1,0 +1,80 @@
+"""Gateway settings: environment variables prefixed `GATEWAY_`, validated once at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+# Values that mean "nobody set this"; refusing them stops a deploy from running with a known token.
+_PLACEHOLDERS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "changethis",
+        "change_me",
+        "placeholder",
+        "secret",
+        "token",
+        "xxx",
+        "todo",
+        "none",
+        "null",
+        "default",
+        "example",
+        "internal-token",
+    }
+)
+
+
+class Settings(BaseSettings):
+    """Every knob of the gateway. Adapters get plain values from here, never the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    reports_url: str = "http://127.0.0.1:8002"
+    broker_url: str = "sqla+sqlite:///var/celery-broker.db"
+    internal_token: SecretStr = Field(description="shared token sent to reports as X-Internal-Token")
+    reports_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    max_upload_bytes: int = Field(default=10 * MIB, gt=0, description="one image file, bytes")
+    max_pixels: int = Field(default=40_000_000, gt=0, description="declared width x height")
+    min_side: int = Field(default=32, gt=0, description="shorter side, px")
+    reencode_max_side: int = Field(default=1024, gt=0, description="longer side after downscale, px")
+    jpeg_quality: int = Field(default=92, ge=50, le=100)
+
+    max_batch_items: int = Field(default=100, gt=0)
+    max_batch_upload_bytes: int = Field(default=256 * MIB, gt=0, description="whole batch body")
+    max_archive_entries: int = Field(
+        default=1000, gt=0, description="zip entries of any kind, directories and junk included"
+    )
+    max_archive_uncompressed_bytes: int = Field(default=512 * MIB, gt=0)
+
+    max_wait_seconds: int = Field(default=30, ge=0, description="cap for `Prefer: wait=N`")
+    auth_cache_seconds: float = Field(default=30.0, ge=0)
+    auth_cache_max_entries: int = Field(default=10_000, gt=0)
+    register_concurrency: int = Field(default=8, gt=0, description="parallel job registrations")
+
+    @field_validator("internal_token")
+    @classmethod
+    def _real_token(cls, value: SecretStr) -> SecretStr:
+        token = value.get_secret_value().strip()
+        if not token:
+            raise ValueError("GATEWAY_INTERNAL_TOKEN must be set")
+        if token.lower() in _PLACEHOLDERS or (token.startswith("<") and token.endswith(">")):
+            raise ValueError("GATEWAY_INTERNAL_TOKEN is a placeholder; set a real secret")
+        return SecretStr(token)
+
+    @field_validator("reports_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()  # type: ignore[call-arg]  # required fields come from the environment
