@@ -1,0 +1,1 @@
+"""Inference worker: Celery task `inference.predict` over the model bundle's Predictor."""

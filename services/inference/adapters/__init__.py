@@ -1,0 +1,1 @@
+"""HTTP clients for the OOD and reports services (implement domain.ports)."""

@@ -1,0 +1,86 @@
+"""The worker's Celery app.
+
+Start: `celery -A services.inference.celery_app:celery_app worker -Q inference --concurrency 1`.
+Settings are read at import, so a worker with a missing or placeholder INFERENCE_INTERNAL_TOKEN
+(or inconsistent time limits) refuses to start. Each worker process builds its Predictor and HTTP
+clients once, in `worker_process_init` (prefork children and the solo pool both send it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
+
+from services.inference.config import Settings, get_settings
+from services.inference.json_logging import configure_logging
+from services.inference.resources import close_resources, init_resources
+
+QUEUE = "inference"
+TASK_NAME = "inference.predict"
+
+
+def _ensure_sqlite_dir(broker_url: str) -> None:
+    """kombu's SQLAlchemy transport cannot create the directory of its SQLite file."""
+    prefix = "sqla+sqlite:///"
+    if broker_url.startswith(prefix) and broker_url != prefix:
+        Path(broker_url.removeprefix(prefix)).parent.mkdir(parents=True, exist_ok=True)
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    """A Celery app configured for at-least-once, idempotent, one-at-a-time inference."""
+    _ensure_sqlite_dir(settings.broker_url)
+    app = Celery("skintriage-inference", broker=settings.broker_url, include=["services.inference.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_routes={TASK_NAME: {"queue": QUEUE}},
+        task_default_queue=QUEUE,
+        # Ack after the task finishes and requeue if the process dies mid-task: a crash never
+        # loses a job, and the report upsert is idempotent on the job id, so a rerun is harmless.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # One message at a time per process: an inference is CPU-bound, prefetching only
+        # strands jobs behind a busy process.
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        # Redis hands an unacked message to another worker after this; the time limits above are
+        # validated to be shorter, so a task is never run twice concurrently.
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
+        # Results live in the reports service, not in a Celery result backend.
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        enable_utc=True,
+        timezone="UTC",
+    )
+    return app
+
+
+settings = get_settings()
+celery_app = create_celery_app(settings)
+
+
+def _on_setup_logging(**_: Any) -> None:
+    # Connecting this signal stops Celery from installing its own text log format.
+    configure_logging(settings.log_level)
+
+
+def _on_worker_process_init(**_: Any) -> None:
+    configure_logging(settings.log_level)
+    init_resources(settings)
+
+
+def _on_worker_process_shutdown(**_: Any) -> None:
+    close_resources()
+
+
+setup_logging.connect(_on_setup_logging, weak=False)
+worker_process_init.connect(_on_worker_process_init, weak=False)
+worker_process_shutdown.connect(_on_worker_process_shutdown, weak=False)

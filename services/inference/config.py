@@ -1,0 +1,91 @@
+"""Inference worker settings (env prefix `INFERENCE_`), validated when the worker starts."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "1.0.0"
+EMBEDDED_BROKER_URL = "sqla+sqlite:///var/celery-broker.db"
+
+# Values copied from examples and templates that must never reach a running service.
+_PLACEHOLDER_TOKENS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "change_me",
+        "changethis",
+        "placeholder",
+        "secret",
+        "token",
+        "xxx",
+        "todo",
+        "none",
+        "null",
+    }
+)
+
+
+class Settings(BaseSettings):
+    """Everything the worker reads from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERENCE_", frozen=True, extra="ignore")
+
+    broker_url: str = EMBEDDED_BROKER_URL
+    bundle_dir: Path = DEFAULT_BUNDLE_DIR
+    ood_url: str = "http://127.0.0.1:8001"
+    reports_url: str = "http://127.0.0.1:8002"
+    internal_token: SecretStr
+    ort_threads: int = Field(default=1, ge=1, le=64, description="ONNX Runtime intra-op threads per process")
+    http_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=20, description="retries of transient failures, then fail")
+    retry_backoff_seconds: int = Field(default=2, ge=1, description="first retry delay; doubles each time")
+    retry_backoff_max_seconds: int = Field(default=60, ge=1)
+    task_soft_time_limit: int = Field(default=60, gt=0, description="s; the task gets to report failure")
+    task_time_limit: int = Field(default=90, gt=0, description="s; the process running the task is killed")
+    broker_visibility_timeout: int = Field(
+        default=3600, gt=0, description="s; Redis redelivers an unacked task after this"
+    )
+    log_level: str = "INFO"
+
+    @field_validator("internal_token")
+    @classmethod
+    def _real_token(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value().strip()
+        if not raw:
+            raise ValueError("must be set to a non-empty secret")
+        if (
+            raw.lower() in _PLACEHOLDER_TOKENS
+            or raw.lower().startswith("change")
+            or raw.startswith(("<", "${"))
+        ):
+            raise ValueError("is a placeholder; set a real secret")
+        return value
+
+    @field_validator("ood_url", "reports_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> Settings:
+        # A task still running when the visibility timeout expires is delivered to a second
+        # worker as well (acks_late), so both time limits must end it before that.
+        if not self.task_soft_time_limit < self.task_time_limit < self.broker_visibility_timeout:
+            raise ValueError(
+                "need task_soft_time_limit < task_time_limit < broker_visibility_timeout, got "
+                f"{self.task_soft_time_limit}, {self.task_time_limit}, {self.broker_visibility_timeout}"
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings from the environment, read once per process."""
+    return Settings()  # type: ignore[call-arg]  # fields come from the environment

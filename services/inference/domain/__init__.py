@@ -1,0 +1,1 @@
+"""The worker's domain: decode, predict, measure quality, ask OOD, build the report."""

@@ -1,0 +1,32 @@
+"""What the pipeline needs from the OOD and reports services; adapters implement these."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from contracts.ood import OodScoreRequest, OodScoreResponse
+from contracts.reports import JobFailure, ReportUpsert
+
+
+class OodClient(Protocol):
+    """Scores one model output. Raises TransientError or PermanentError."""
+
+    def score(self, request: OodScoreRequest, *, tenant_id: str, request_id: str | None) -> OodScoreResponse:
+        """POST /v1/score."""
+        ...
+
+
+class ReportsClient(Protocol):
+    """Stores results. Raises TransientError or PermanentError."""
+
+    def mark_running(self, job_id: str, *, tenant_id: str, request_id: str | None) -> None:
+        """POST /internal/v1/jobs/{job_id}/running: the worker started (a no-op unless queued)."""
+        ...
+
+    def upsert_report(self, report: ReportUpsert, *, request_id: str | None) -> None:
+        """PUT /internal/v1/reports/{job_id}: create or replace the job's one report."""
+        ...
+
+    def fail_job(self, failure: JobFailure, *, request_id: str | None) -> None:
+        """POST /internal/v1/jobs/{job_id}/fail: record that the job was given up."""
+        ...

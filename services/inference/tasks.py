@@ -1,0 +1,159 @@
+"""Celery task `inference.predict`: parse the message, run the pipeline, own the retries.
+
+Transient failures (an internal service timed out, was unreachable or answered 5xx/429) are
+retried with exponential backoff and full jitter, at most `INFERENCE_MAX_RETRIES` times. When
+the task fails for good (retries exhausted, a permanent error such as a corrupt payload or a 4xx,
+a soft time limit, or a bug) `on_failure` records the job as failed in the reports service with
+a machine-readable error_code, so no job is left queued forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from billiard.einfo import ExceptionInfo
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from pydantic import ValidationError
+
+from contracts.errors import DomainError
+from contracts.jobs import InferenceTask
+from contracts.reports import JobFailure
+from services.inference.celery_app import TASK_NAME, celery_app, settings
+from services.inference.domain.errors import PayloadInvalidError, TransientError
+from services.inference.domain.pipeline import run_job
+from services.inference.resources import get_resources
+
+log = logging.getLogger("services.inference.tasks")
+
+
+def parse_payload(payload: object) -> InferenceTask:
+    """The message body as an InferenceTask; PayloadInvalidError (permanent) otherwise."""
+    try:
+        return InferenceTask.model_validate(payload)
+    except ValidationError as exc:
+        locations = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+        raise PayloadInvalidError("task payload is not an InferenceTask", {"fields": locations}) from exc
+
+
+def _ids(payload: object, task_id: str | None) -> tuple[str | None, str | None, str | None]:
+    """(job_id, tenant_id, request_id) from a payload that may itself be the corrupt part."""
+    fields = payload if isinstance(payload, dict) else {}
+
+    def text(key: str) -> str | None:
+        value = fields.get(key)
+        return value if isinstance(value, str) and value else None
+
+    return text("job_id") or task_id, text("tenant_id"), text("request_id")
+
+
+def header_request_id(request: Any) -> str | None:
+    """The `request_id` task header: top-level on a worker's request, under `headers` when eager."""
+    value = getattr(request, "request_id", None) or (getattr(request, "headers", None) or {}).get(
+        "request_id"
+    )
+    return value if isinstance(value, str) and value else None
+
+
+def failure_code(exc: BaseException) -> tuple[str, str]:
+    """(error_code, message) recorded for a job that failed with `exc`; no internals leak."""
+    if isinstance(exc, DomainError):
+        return exc.code, exc.message
+    if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
+        return "task.timeout", "inference did not finish within its time limit"
+    return "internal", "unexpected error in the inference worker"
+
+
+class PredictTask(Task):  # type: ignore[misc]  # celery ships no type hints
+    """Logs retries and records every final failure with the reports service."""
+
+    def on_retry(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo,
+    ) -> None:
+        """Log the transient failure that will be retried."""
+        code, message = failure_code(exc)
+        log.warning(
+            "task.retry",
+            extra={
+                "task_id": task_id,
+                "attempt": self.request.retries + 1,
+                "error_code": code,
+                "error": message,
+            },
+        )
+
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo,
+    ) -> None:
+        """Record the job as failed; best effort, since the reports service may be what failed."""
+        payload = (kwargs or {}).get("payload", args[0] if args else None)
+        job_id, tenant_id, request_id = _ids(payload, task_id)
+        request_id = request_id or header_request_id(self.request)
+        code, message = failure_code(exc)
+        retries = self.request.retries
+        if isinstance(exc, TransientError):
+            message = f"gave up after {retries} retries: {message}"
+        log.error(
+            "task.failed",
+            exc_info=exc if code == "internal" else None,
+            extra={"job_id": job_id, "tenant_id": tenant_id, "request_id": request_id, "error_code": code},
+        )
+        if job_id is None or tenant_id is None:
+            log.error("task.failure_unreportable", extra={"task_id": task_id, "error_code": code})
+            return
+        failure = JobFailure(job_id=job_id, tenant_id=tenant_id, error_code=code, message=message)
+        try:
+            get_resources().reports.fail_job(failure, request_id=request_id)
+        except Exception:
+            log.exception("task.failure_not_recorded", extra={"job_id": job_id, "error_code": code})
+
+
+@celery_app.task(  # type: ignore[untyped-decorator]  # celery ships no type hints
+    bind=True,
+    base=PredictTask,
+    name=TASK_NAME,
+    autoretry_for=(TransientError,),
+    max_retries=settings.max_retries,
+    retry_backoff=settings.retry_backoff_seconds,
+    retry_backoff_max=settings.retry_backoff_max_seconds,
+    retry_jitter=True,
+)
+def predict(self: PredictTask, payload: dict[str, Any]) -> dict[str, str]:
+    """Run one job (task id = job id) and upsert its report; returns the job id and status."""
+    job = parse_payload(payload)
+    request_id = job.request_id or header_request_id(self.request)
+    if request_id != job.request_id:
+        job = job.model_copy(update={"request_id": request_id})
+    log.info(
+        "task.start",
+        extra={
+            "job_id": job.job_id,
+            "tenant_id": job.tenant_id,
+            "request_id": request_id,
+            "attempt": self.request.retries,
+        },
+    )
+    resources = get_resources()
+    report = run_job(job, resources.predictor, resources.ood, resources.reports)
+    log.info(
+        "task.done",
+        extra={
+            "job_id": job.job_id,
+            "request_id": request_id,
+            "status": report.status.value,
+            "decision": report.ood.decision.value if report.ood else None,
+            "timings_ms": report.timings_ms,
+        },
+    )
+    return {"job_id": job.job_id, "status": report.status.value}

@@ -1,0 +1,87 @@
+"""OOD service settings (env prefix `OOD_`), validated at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.ood.domain.decision import QualityThresholds
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "1.0.0"
+
+# Values copied from examples and templates that must never reach a running service.
+_PLACEHOLDER_TOKENS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "change_me",
+        "changethis",
+        "placeholder",
+        "secret",
+        "token",
+        "xxx",
+        "todo",
+        "none",
+        "null",
+    }
+)
+_DEFAULTS = QualityThresholds()
+
+
+def check_secret(value: SecretStr) -> SecretStr:
+    """Refuse an empty or placeholder secret so a misconfigured service fails at start-up."""
+    raw = value.get_secret_value().strip()
+    if not raw:
+        raise ValueError("must be set to a non-empty secret")
+    if raw.lower() in _PLACEHOLDER_TOKENS or raw.lower().startswith("change") or raw.startswith(("<", "${")):
+        raise ValueError("is a placeholder; set a real secret")
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything the OOD service reads from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="OOD_", frozen=True, extra="ignore")
+
+    bundle_dir: Path = DEFAULT_BUNDLE_DIR
+    internal_token: SecretStr
+    log_level: str = "INFO"
+
+    quality_min_side_px: int = Field(default=_DEFAULTS.min_side_px, gt=0)
+    quality_min_brightness: float = Field(default=_DEFAULTS.min_brightness, ge=0, le=255)
+    quality_max_brightness: float = Field(default=_DEFAULTS.max_brightness, ge=0, le=255)
+    quality_max_underexposed_fraction: float = Field(default=_DEFAULTS.max_underexposed_fraction, ge=0, le=1)
+    quality_max_overexposed_fraction: float = Field(default=_DEFAULTS.max_overexposed_fraction, ge=0, le=1)
+    quality_min_laplacian_variance: float = Field(default=_DEFAULTS.min_laplacian_variance, ge=0)
+    quality_min_contrast_std: float = Field(default=_DEFAULTS.min_contrast_std, ge=0)
+    quality_max_dominant_fraction: float = Field(default=_DEFAULTS.max_dominant_fraction, ge=0, le=1)
+    quality_min_colourfulness: float = Field(default=_DEFAULTS.min_colourfulness, ge=0)
+
+    @field_validator("internal_token")
+    @classmethod
+    def _real_token(cls, value: SecretStr) -> SecretStr:
+        return check_secret(value)
+
+    def quality_thresholds(self) -> QualityThresholds:
+        """The quality gate's limits."""
+        return QualityThresholds(
+            min_side_px=self.quality_min_side_px,
+            min_brightness=self.quality_min_brightness,
+            max_brightness=self.quality_max_brightness,
+            max_underexposed_fraction=self.quality_max_underexposed_fraction,
+            max_overexposed_fraction=self.quality_max_overexposed_fraction,
+            min_laplacian_variance=self.quality_min_laplacian_variance,
+            min_contrast_std=self.quality_min_contrast_std,
+            max_dominant_fraction=self.quality_max_dominant_fraction,
+            min_colourfulness=self.quality_min_colourfulness,
+        )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings from the environment, read once; a FastAPI dependency tests can override."""
+    return Settings()  # type: ignore[call-arg]  # fields come from the environment

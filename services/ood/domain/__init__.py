@@ -1,0 +1,1 @@
+"""Pure scoring and decision logic (numpy and contracts only)."""

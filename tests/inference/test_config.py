@@ -1,0 +1,110 @@
+"""Worker configuration: Celery delivery guarantees, time limits, settings that fail fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from services.inference.celery_app import QUEUE, celery_app, create_celery_app
+from services.inference.config import Settings
+from services.inference.resources import build_resources
+from services.inference.tasks import predict
+from tests.inference.conftest import TOKEN
+
+
+def test_tasks_are_acked_late_and_requeued_when_the_worker_dies() -> None:
+    assert celery_app.conf.task_acks_late is True
+    assert celery_app.conf.task_reject_on_worker_lost is True
+    assert predict.acks_late is True
+    assert predict.reject_on_worker_lost is True
+
+
+def test_worker_prefetches_one_message_at_a_time() -> None:
+    assert celery_app.conf.worker_prefetch_multiplier == 1
+
+
+def test_only_json_is_accepted_and_sent() -> None:
+    assert celery_app.conf.accept_content == ["json"]
+    assert celery_app.conf.task_serializer == "json"
+
+
+def test_predict_is_routed_to_the_inference_queue() -> None:
+    assert predict.name == "inference.predict"
+    assert celery_app.conf.task_routes == {"inference.predict": {"queue": QUEUE}}
+    assert QUEUE == "inference"
+
+
+def test_time_limits_end_a_task_before_the_broker_redelivers_it() -> None:
+    conf = celery_app.conf
+    visibility = conf.broker_transport_options["visibility_timeout"]
+    assert conf.task_soft_time_limit < conf.task_time_limit < visibility
+
+
+def test_transient_errors_retry_with_capped_jittered_exponential_backoff() -> None:
+    assert predict.max_retries == 5
+    assert predict.retry_backoff >= 1
+    assert predict.retry_jitter is True
+    assert predict.retry_backoff_max <= 600
+
+
+def test_app_built_from_settings_takes_their_limits(tiny_bundle_dir: Path) -> None:
+    settings = Settings(
+        internal_token=TOKEN,
+        broker_url="memory://",
+        task_soft_time_limit=5,
+        task_time_limit=7,
+        broker_visibility_timeout=9,
+    )
+
+    app = create_celery_app(settings)
+
+    assert (app.conf.task_soft_time_limit, app.conf.task_time_limit) == (5, 7)
+    assert app.conf.broker_transport_options == {"visibility_timeout": 9}
+
+
+def test_time_limit_not_below_visibility_timeout_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        Settings(internal_token=TOKEN, task_time_limit=3600, broker_visibility_timeout=3600)
+
+
+@pytest.mark.parametrize("token", ["", "   ", "changeme", "CHANGE-ME", "<internal-token>", "${TOKEN}"])
+def test_empty_or_placeholder_internal_token_is_refused(token: str) -> None:
+    with pytest.raises(ValidationError):
+        Settings(internal_token=token)
+
+
+def test_missing_internal_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INFERENCE_INTERNAL_TOKEN", raising=False)
+
+    with pytest.raises(ValidationError):
+        Settings()  # type: ignore[call-arg]  # the token is deliberately absent
+
+
+def test_settings_are_read_from_inference_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERENCE_ORT_THREADS", "3")
+    monkeypatch.setenv("INFERENCE_MAX_RETRIES", "2")
+
+    settings = Settings()  # type: ignore[call-arg]  # from the environment
+
+    assert (settings.ort_threads, settings.max_retries) == (3, 2)
+
+
+def test_default_bundle_is_the_shipped_effnet_lite0() -> None:
+    assert Settings(internal_token=TOKEN).bundle_dir.parts[-3:] == (
+        "models",
+        "skintriage-effnet-lite0",
+        "1.0.0",
+    )
+
+
+def test_ort_intra_op_threads_come_from_settings(tiny_bundle_dir: Path) -> None:
+    settings = Settings(internal_token=TOKEN, bundle_dir=tiny_bundle_dir, ort_threads=2)
+
+    resources = build_resources(settings)
+    try:
+        options = resources.predictor.session.get_session_options()
+        assert options.intra_op_num_threads == 2
+    finally:
+        resources.close()
