@@ -42,6 +42,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         kwargs.setdefault("connect_args", {"check_same_thread": False})
     else:
         kwargs.setdefault("pool_pre_ping", True)
+    # Statement parameters hold patient references and image bytes: keep them out of error
+    # messages, and so out of every logged traceback.
+    kwargs.setdefault("hide_parameters", True)
     engine = create_engine(url, **kwargs)
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_on_connect)
