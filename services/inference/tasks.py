@@ -34,7 +34,8 @@ def parse_payload(payload: object) -> InferenceTask:
         return InferenceTask.model_validate(payload)
     except ValidationError as exc:
         locations = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
-        raise PayloadInvalidError("task payload is not an InferenceTask", {"fields": locations}) from exc
+        # `from None`: pydantic's message quotes the input, which holds the image.
+        raise PayloadInvalidError("task payload is not an InferenceTask", {"fields": locations}) from None
 
 
 def _ids(payload: object, task_id: str | None) -> tuple[str | None, str | None, str | None]:

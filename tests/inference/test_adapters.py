@@ -104,7 +104,7 @@ def test_clients_send_internal_token_tenant_and_request_id() -> None:
         UpstreamUnavailableError("reports", "reports timed out", {"path": "/x"}),
     ],
 )
-def test_errors_keep_their_code_through_the_pickling_celery_applies(error: PermanentError | TransientError) -> None:
+def test_errors_keep_their_code_through_celery_pickling(error: PermanentError | TransientError) -> None:
     copy = pickle.loads(pickle.dumps(error))
 
     assert type(copy) is type(error)
