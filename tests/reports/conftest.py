@@ -12,46 +12,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from services.reports.api.app import create_app
 from services.reports.config import Settings
 from services.reports.db.engine import make_engine, make_sessionmaker
 from services.reports.db.tenants import get_or_create_tenant
+from tests.reports.migrate import upgrade_head, with_search_path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ALEMBIC_INI = REPO_ROOT / "services" / "reports" / "alembic.ini"
 INTERNAL_TOKEN = "test-internal-token-0123456789"
 # Children before parents, for emptying the tables between tests.
 TABLES = ("reports", "jobs", "batches", "api_keys", "tenants")
-
-
-def alembic_config(database_url: str) -> Config:
-    """An Alembic config for the service's migrations, aimed at `database_url`."""
-    config = Config(str(ALEMBIC_INI))
-    config.attributes["database_url"] = database_url
-    config.attributes["configure_logger"] = False
-    return config
-
-
-def upgrade_head(database_url: str) -> None:
-    """`alembic upgrade head`, in-process."""
-    command.upgrade(alembic_config(database_url), "head")
-
-
-def with_search_path(url: str, schema: str) -> str:
-    """`url` with its connections' search_path set to `schema`."""
-    parsed = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-    return parsed.render_as_string(hide_password=False)
 
 
 class PostgresSchemas:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from services.reports.cli import EXIT_NOT_FOUND, EXIT_NOT_MIGRATED, main
 from services.reports.db.models import ApiKey, Tenant
 from services.reports.domain.api_keys import hash_api_key
-from tests.reports.conftest import REPO_ROOT
+from tests.reports.migrate import REPO_ROOT
 
 
 def _create_key(database_url: str, tenant: str, capsys: pytest.CaptureFixture[str]) -> str:

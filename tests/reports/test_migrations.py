@@ -14,7 +14,7 @@ from sqlalchemy import inspect
 
 from services.reports.db.engine import make_engine
 from services.reports.db.models import Base
-from tests.reports.conftest import ALEMBIC_INI, REPO_ROOT, upgrade_head
+from tests.reports.migrate import ALEMBIC_INI, REPO_ROOT, upgrade_head
 
 EXPECTED_TABLES = {"tenants", "api_keys", "batches", "jobs", "reports", "alembic_version"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
 
 from services.reports.db.models import ApiKey, Tenant
 from services.reports.db.types import utc_now
@@ -85,7 +85,12 @@ def revoke_api_key(session: Session, key_id: str) -> ApiKey | None:
 
 def list_api_keys(session: Session, tenant_name: str | None = None) -> list[ApiKey]:
     """Keys, oldest first, optionally of one tenant."""
-    stmt = select(ApiKey).join(ApiKey.tenant).order_by(ApiKey.created_at, ApiKey.id)
+    stmt = (
+        select(ApiKey)
+        .join(ApiKey.tenant)
+        .options(contains_eager(ApiKey.tenant))
+        .order_by(ApiKey.created_at, ApiKey.id)
+    )
     if tenant_name is not None:
         stmt = stmt.where(Tenant.name == tenant_name)
     return list(session.scalars(stmt))
