@@ -2,21 +2,26 @@
 
 Start: `celery -A services.inference.celery_app:celery_app worker -Q inference --concurrency 1`.
 Settings are read at import, so a worker with a missing or placeholder INFERENCE_INTERNAL_TOKEN
-(or inconsistent time limits) refuses to start. Each worker process builds its Predictor and HTTP
+(or inconsistent time limits) refuses to start, and so does one whose bundle is missing or does not
+match its sha256 (checked in `worker_init`). Each worker process builds its Predictor and HTTP
 clients once, in `worker_process_init` (prefork children and the solo pool both send it).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
+from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
 
+from model_bundle.loader import load_manifest
 from services.inference.config import Settings, get_settings
 from services.inference.json_logging import configure_logging
 from services.inference.resources import close_resources, init_resources
+
+log = logging.getLogger("services.inference.worker")
 
 QUEUE = "inference"
 TASK_NAME = "inference.predict"
@@ -27,6 +32,15 @@ def _ensure_sqlite_dir(broker_url: str) -> None:
     prefix = "sqla+sqlite:///"
     if broker_url.startswith(prefix) and broker_url != prefix:
         Path(broker_url.removeprefix(prefix)).parent.mkdir(parents=True, exist_ok=True)
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """Broker transport options. Redis redelivers a message nobody acked within the visibility
+    timeout; kombu's SQLAlchemy transport has no such timeout and would pass unknown options to
+    `create_engine`, so it gets none."""
+    if settings.broker_url.startswith(("redis://", "rediss://", "redis+socket://", "sentinel://")):
+        return {"visibility_timeout": settings.broker_visibility_timeout}
+    return {}
 
 
 def create_celery_app(settings: Settings) -> Celery:
@@ -48,9 +62,9 @@ def create_celery_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
-        # Redis hands an unacked message to another worker after this; the time limits above are
-        # validated to be shorter, so a task is never run twice concurrently.
-        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
+        # Redis hands an unacked message to another worker after its visibility timeout; the
+        # time limits above are validated to be shorter, so a task never runs twice at once.
+        broker_transport_options=transport_options(settings),
         # Results live in the reports service, not in a Celery result backend.
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
@@ -72,9 +86,26 @@ def _on_setup_logging(**_: Any) -> None:
     configure_logging(settings.log_level)
 
 
+def _on_worker_init(**_: Any) -> None:
+    # Celery logs and swallows an Exception from a signal handler, which would leave a worker
+    # consuming tasks it cannot run; SystemExit is not swallowed, so the worker refuses to start.
+    configure_logging(settings.log_level)
+    try:
+        load_manifest(settings.bundle_dir)
+    except Exception as exc:
+        log.critical(
+            "worker.bundle_invalid", extra={"bundle_dir": str(settings.bundle_dir), "error": str(exc)}
+        )
+        raise SystemExit(1) from exc
+
+
 def _on_worker_process_init(**_: Any) -> None:
     configure_logging(settings.log_level)
-    init_resources(settings)
+    try:
+        init_resources(settings)
+    except Exception as exc:
+        log.critical("worker.process_init_failed", exc_info=exc)
+        raise SystemExit(1) from exc
 
 
 def _on_worker_process_shutdown(**_: Any) -> None:
@@ -82,5 +113,6 @@ def _on_worker_process_shutdown(**_: Any) -> None:
 
 
 setup_logging.connect(_on_setup_logging, weak=False)
+worker_init.connect(_on_worker_init, weak=False)
 worker_process_init.connect(_on_worker_process_init, weak=False)
 worker_process_shutdown.connect(_on_worker_process_shutdown, weak=False)

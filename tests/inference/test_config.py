@@ -36,10 +36,21 @@ def test_predict_is_routed_to_the_inference_queue() -> None:
     assert QUEUE == "inference"
 
 
-def test_time_limits_end_a_task_before_the_broker_redelivers_it() -> None:
-    conf = celery_app.conf
-    visibility = conf.broker_transport_options["visibility_timeout"]
-    assert conf.task_soft_time_limit < conf.task_time_limit < visibility
+def test_time_limits_end_a_task_before_redis_redelivers_it() -> None:
+    app = create_celery_app(Settings(internal_token=TOKEN, broker_url="redis://127.0.0.1:6379/0"))
+
+    visibility = app.conf.broker_transport_options["visibility_timeout"]
+    assert app.conf.task_soft_time_limit < app.conf.task_time_limit < visibility
+    assert celery_app.conf.task_time_limit == app.conf.task_time_limit
+
+
+def test_sqlalchemy_broker_gets_no_redis_transport_options(tmp_path: Path) -> None:
+    app = create_celery_app(
+        Settings(internal_token=TOKEN, broker_url=f"sqla+sqlite:///{tmp_path}/var/broker.db")
+    )
+
+    assert app.conf.broker_transport_options == {}
+    assert (tmp_path / "var").is_dir()
 
 
 def test_transient_errors_retry_with_capped_jittered_exponential_backoff() -> None:
@@ -52,7 +63,7 @@ def test_transient_errors_retry_with_capped_jittered_exponential_backoff() -> No
 def test_app_built_from_settings_takes_their_limits(tiny_bundle_dir: Path) -> None:
     settings = Settings(
         internal_token=TOKEN,
-        broker_url="memory://",
+        broker_url="redis://127.0.0.1:6379/0",
         task_soft_time_limit=5,
         task_time_limit=7,
         broker_visibility_timeout=9,

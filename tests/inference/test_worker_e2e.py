@@ -1,5 +1,6 @@
-"""A real Celery worker process on Redis, the real OOD service under uvicorn, and a recording
-stub standing in for the reports service: a task sent with `send_task` ends as a stored report."""
+"""A real Celery worker process, the real OOD service under uvicorn, and a recording stub standing
+in for the reports service: a task sent with `send_task` ends as a stored report. Run on Redis
+(production) and on kombu's SQLAlchemy transport over SQLite (the embedded default)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from contracts.jobs import InferenceTask, StoredImage
 from model_bundle.loader import load_manifest
 from tests.inference.conftest import store_image
 
-pytestmark = [pytest.mark.redis, pytest.mark.e2e]
+pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-internal-token-0123456789"
@@ -79,9 +80,14 @@ class Recorded:
             return [c for c in self.calls if c[0] == "PUT"]
 
 
-@pytest.fixture
-def e2e_broker_url(redis_url: str) -> Iterator[str]:
-    """The CI Redis, on a database of its own, empty before and after."""
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), "sqlite"])
+def e2e_broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The CI Redis on a database of its own, empty before and after; or a fresh SQLite broker."""
+    if request.param == "sqlite":
+        (tmp_path / "var").mkdir()
+        yield f"sqla+sqlite:///{tmp_path / 'var' / 'celery-broker.db'}"
+        return
+    redis_url: str = request.getfixturevalue("redis_url")
     parts = urlsplit(redis_url)
     url = urlunsplit((parts.scheme, parts.netloc, f"/{E2E_REDIS_DB}", "", ""))
     client = redis.Redis.from_url(url)
@@ -185,7 +191,14 @@ def worker_log(
             stdout=out,
             stderr=out,
         )
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"worker exited with {process.returncode}\n{log.read_text()[-4000:]}")
+        return b" ready." in log.read_bytes()
+
     try:
+        _wait_until(ready, 40, "worker", log)
         yield log
     finally:
         _stop(process)
@@ -253,3 +266,23 @@ def test_real_worker_turns_queued_tasks_into_stored_reports(
     assert "uniform" in grey["ood"]["reasons"]
     assert not [c for c in recorded.calls if c[1].endswith("/fail")]
     assert ham_image.data_b64[:64] not in worker_log.read_text(), "the image reached the worker's log"
+
+
+def test_worker_with_a_missing_bundle_refuses_to_start(tmp_path: Path) -> None:
+    env = os.environ | {
+        "INFERENCE_BROKER_URL": "memory://",
+        "INFERENCE_BUNDLE_DIR": str(tmp_path / "no-bundle"),
+        "INFERENCE_INTERNAL_TOKEN": TOKEN,
+    }
+    command = [sys.executable, "-m", "celery", "-A", "services.inference.celery_app:celery_app", "worker"]
+
+    finished = subprocess.run(
+        [*command, "--pool", "solo", "-Q", "inference"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+
+    assert finished.returncode != 0
+    assert b"worker.bundle_invalid" in finished.stdout + finished.stderr
