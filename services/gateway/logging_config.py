@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is emitted as a field.
 _RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
@@ -30,13 +31,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class _StdoutHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever `sys.stdout` is when a record is emitted, so redirection works."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _: object) -> None:
+        pass
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Install the JSON handler on the root logger (idempotent)."""
     root = logging.getLogger()
     if any(h.get_name() == _HANDLER_NAME for h in root.handlers):
         return
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level)
+    # httpx logs every request URL at INFO; query strings may carry patient references (PHI).
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
