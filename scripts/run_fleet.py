@@ -133,8 +133,8 @@ def process_specs(layout: Layout) -> list[ProcessSpec]:
 
     def api(name: str) -> ProcessSpec:
         port = ports[name]
-        argv = [str(BIN / "uvicorn"), "--factory", f"services.{name}.api.app:create_app"]
-        argv += ["--host", "127.0.0.1", "--port", str(port)]
+        # uvicorn binds 127.0.0.1 by default: the embedded fleet is not reachable from outside.
+        argv = [str(BIN / "uvicorn"), "--factory", f"services.{name}.api.app:create_app", "--port", str(port)]
         return ProcessSpec(name, argv, ready_url=f"http://127.0.0.1:{port}/readyz")
 
     worker_argv = [str(BIN / "celery"), "-A", "services.inference.celery_app:celery_app", "worker"]
@@ -290,7 +290,8 @@ def run_fleet(layout: Layout, env: Mapping[str, str], check: bool) -> int:
             url = f"http://127.0.0.1:{layout.ports['gateway']}"
             log(f"SkinTriage is up: {url}  (API docs: {url}/docs)")
             log(f"demo tenant API key: {api_key}")
-            log(f'try: curl -H "Authorization: Bearer {api_key}" -F "file=@IMAGE.jpg" {url}/v1/jobs')
+            auth = f'-H "Authorization: Bearer {api_key}"'
+            log(f'try: curl {auth} -H "Prefer: wait=20" -F "file=@IMAGE.jpg" {url}/v1/images')
         if check:
             log("--check: every process is ready; stopping")
         else:
@@ -299,7 +300,10 @@ def run_fleet(layout: Layout, env: Mapping[str, str], check: bool) -> int:
                 time.sleep(0.5)
     except ChildDiedError as exc:
         log(f"{exc}; stopping the fleet")
-        status = exc.child.process.returncode or 1
+        code = exc.child.process.returncode
+        # A child killed by a signal reports -N; exit as a shell would (128 + N). Exiting 0 is
+        # still a failure: nothing here is meant to stop on its own.
+        status = 128 - code if code < 0 else code or 1
     except TimeoutError as exc:
         log(f"{exc}; stopping the fleet")
         status = 1

@@ -1,0 +1,1 @@
+"""Operator scripts (run with the venv's python)."""
