@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     )
     max_archive_uncompressed_bytes: int = Field(default=512 * MIB, gt=0)
 
+    max_concurrent_decodes: int = Field(
+        default=4, gt=0, description="images decoded at once; bounds memory (a 40 MP PNG is ~120 MB)"
+    )
     max_wait_seconds: int = Field(default=30, ge=0, description="cap for `Prefer: wait=N`")
     auth_cache_seconds: float = Field(default=30.0, ge=0)
     auth_cache_max_entries: int = Field(default=10_000, gt=0)

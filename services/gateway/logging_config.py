@@ -56,3 +56,6 @@ def configure_logging(level: int = logging.INFO) -> None:
     # httpx logs every request URL at INFO; query strings may carry patient references (PHI).
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # uvicorn's plain-text access line repeats the path with its query string; the gateway's
+    # own JSON access line (route template, no query) replaces it.
+    logging.getLogger("uvicorn.access").disabled = True

@@ -270,3 +270,14 @@ async def test_batch_jobs_are_registered_for_the_callers_tenant(client, reports:
 
     job_id = response.json()["items"][0]["job_id"]
     assert reports.jobs[job_id]["tenant_id"] == TENANT_A
+
+
+async def test_multipart_the_form_parser_refuses_answers_request_malformed(client, publisher):
+    # A text field over Starlette's 1 MB part limit: the body cannot be parsed as a form.
+    response = await client.post(
+        "/v1/batches", files=files_part(("a.jpg", samples.jpeg())), data={"patient_ref": "p" * 1_100_000}
+    )
+
+    assert response.status_code == 400
+    assert error_code(response) == "request.malformed"
+    assert publisher.tasks == []

@@ -116,3 +116,25 @@ def test_truncated_images_are_never_tolerated_even_if_pillow_is_told_to(monkeypa
 
 def test_jpeg_magic_with_garbage_after_is_rejected_with_image_corrupt():
     assert code_of(b"\xff\xd8\xff" + b"\x13\x37" * 500) == "image.corrupt"
+
+
+def test_mpo_jpeg_from_a_phone_is_accepted_as_its_primary_image():
+    primary = Image.new("RGB", (64, 48), (200, 10, 10))
+    gain_map = Image.new("RGB", (32, 24), (0, 0, 255))
+    data = samples.encode(primary, "MPO", save_all=True, append_images=[gain_map])
+
+    stored = prepare_image(data, LIMITS)
+
+    assert (stored.width, stored.height) == (64, 48)
+    assert decoded(stored.data_b64).getpixel((10, 10))[0] > 150
+
+
+def test_jpeg_comment_and_xmp_are_not_kept():
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/">patient Jane Doe</x:xmpmeta>'
+    data = samples.encode(Image.new("RGB", (64, 64)), "JPEG", comment=b"Jane Doe, DOB 1970", xmp=xmp)
+
+    stored = prepare_image(data, LIMITS)
+
+    raw = base64.b64decode(stored.data_b64)
+    assert b"Jane Doe" not in raw
+    assert not {"comment", "xmp", "exif"} & set(decoded(stored.data_b64).info)

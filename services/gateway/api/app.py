@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 
 from contracts.reports import DISCLAIMER
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, publisher: TaskPublisher | N
             publisher=task_publisher,
             auth_cache=ApiKeyCache(settings.auth_cache_seconds, settings.auth_cache_max_entries),
             metrics=metrics,
+            decode_slots=anyio.CapacityLimiter(settings.max_concurrent_decodes),
         )
         try:
             yield

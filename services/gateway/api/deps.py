@@ -6,6 +6,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
+from anyio import CapacityLimiter
 from fastapi import Depends, Form, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
@@ -35,6 +36,7 @@ class GatewayContext:
     publisher: TaskPublisher
     auth_cache: ApiKeyCache
     metrics: Metrics
+    decode_slots: CapacityLimiter  # worker threads that may decode images at the same time
 
 
 def get_context(request: Request) -> GatewayContext:

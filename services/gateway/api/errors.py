@@ -14,6 +14,7 @@ from starlette.responses import Response
 from contracts.errors import DomainError, ErrorBody, ErrorDetail
 
 _HTTP_CODES = {
+    400: "request.malformed",
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",

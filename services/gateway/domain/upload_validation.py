@@ -148,7 +148,9 @@ def _check_header(img: Image.Image, fmt: str, png_bit_depth: int | None, limits:
             "the image declares more pixels than allowed",
             {"width": width, "height": height, "max_pixels": limits.max_pixels},
         )
-    if getattr(img, "is_animated", False):
+    # An MPO is a JPEG whose extra "frames" are previews, depth or HDR gain maps (phones and
+    # cameras write them): the primary image is frame 0, which is what gets decoded.
+    if getattr(img, "is_animated", False) and img.format != "MPO":
         raise AnimatedImageError("animated images are not supported; send a single frame")
     if fmt not in SUPPORTED_FORMATS:
         raise UnsupportedFormatError(

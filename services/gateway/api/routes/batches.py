@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Annotated, BinaryIO
 
+import anyio.to_thread
 from fastapi import APIRouter, File, Response, UploadFile
-from starlette.concurrency import run_in_threadpool
 
 from contracts.errors import DomainError, ErrorDetail
 from contracts.jobs import ImageMetadata
@@ -63,8 +63,12 @@ async def submit_batch(
     if files and archive is not None:
         raise RequestInvalidError("send either `files` or one `archive`, not both")
     uploads: list[tuple[str | None, BinaryIO]] = [(f.filename, f.file) for f in files or []]
-    prepared = await run_in_threadpool(
-        prepare_batch, uploads, archive.file if archive else None, batch_limits(settings)
+    prepared = await anyio.to_thread.run_sync(
+        prepare_batch,
+        uploads,
+        archive.file if archive else None,
+        batch_limits(settings),
+        limiter=context.decode_slots,
     )
     good = [item for item in prepared if item.image is not None]
     rejected = [_rejection(item.index, item.filename, item.error) for item in prepared if item.error]

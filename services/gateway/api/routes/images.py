@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, File, Header, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
@@ -62,7 +63,9 @@ async def submit_image(
     if file.size is not None and file.size > settings.max_upload_bytes:
         raise UploadTooLargeError("the file is larger than allowed", {"max_bytes": settings.max_upload_bytes})
     data = await run_in_threadpool(read_bounded, file.file, settings.max_upload_bytes)
-    image = await run_in_threadpool(prepare_image, data, image_limits(settings))
+    image = await anyio.to_thread.run_sync(
+        prepare_image, data, image_limits(settings), limiter=context.decode_slots
+    )
     submitted = await submit_job(
         context,
         principal=principal,
