@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from celery.exceptions import Retry
+from celery.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_retry
 
 from services.inference.domain.errors import UpstreamUnavailableError
 from services.inference.resources import WorkerResources
-from services.inference.tasks import predict
+from services.inference.tasks import failure_code, predict
 from tests.inference.conftest import JOB_ID, REPORTS_URL, TENANT_ID, verdict
 
 
@@ -181,3 +181,19 @@ def test_task_headers_request_id_is_forwarded_when_payload_has_none(
 
     assert mocked["ood"].calls.last.request.headers["X-Request-ID"] == "hdr-42"
     assert mocked["report_put"].calls.last.request.headers["X-Request-ID"] == "hdr-42"
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (SoftTimeLimitExceeded(), "task.timeout"),
+        (TimeLimitExceeded(90), "task.timeout"),
+        (UpstreamUnavailableError("ood", "ood timed out"), "upstream.unavailable"),
+        (RuntimeError("/srv/secret/path exploded"), "internal"),
+    ],
+)
+def test_final_failures_map_to_error_codes_without_internals(error: BaseException, code: str) -> None:
+    recorded_code, message = failure_code(error)
+
+    assert recorded_code == code
+    assert "secret" not in message
