@@ -281,3 +281,40 @@ async def test_multipart_the_form_parser_refuses_answers_request_malformed(clien
     assert response.status_code == 400
     assert error_code(response) == "request.malformed"
     assert publisher.tasks == []
+
+
+async def test_item_whose_registration_fails_is_listed_as_rejected_and_the_rest_are_queued(
+    client, publisher: InMemoryPublisher, reports: FakeReports, reports_api
+):
+    calls = {"n": 0}
+    real_create = reports._create_job
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise httpx.ConnectError("reports restarted")
+        return real_create(request)
+
+    reports_api["create_job"].mock(side_effect=flaky)
+
+    response = await client.post(
+        "/v1/batches",
+        files=files_part(("a.jpg", samples.jpeg()), ("b.jpg", samples.jpeg()), ("c.jpg", samples.jpeg())),
+    )
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 2
+    assert [r["error"]["code"] for r in body["rejected"]] == ["upstream.unavailable"]
+    assert len(publisher.tasks) == 2
+
+
+async def test_batch_answers_503_when_no_job_could_be_queued(client, publisher: InMemoryPublisher):
+    publisher.down = True
+
+    response = await client.post(
+        "/v1/batches", files=files_part(("a.jpg", samples.jpeg()), ("b.jpg", samples.jpeg()))
+    )
+
+    assert response.status_code == 503
+    assert error_code(response) == "upstream.unavailable"
