@@ -104,17 +104,19 @@ def _image(split: SplitData, i: int) -> Image.Image:
     return Image.open(split.samples[i].path)
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Run (or resume) training; returns the path of the best checkpoint."""
+def train(cfg: TrainConfig, dataset: tuple[list[str], dict[str, SplitData]] | None = None) -> Path:
+    """Run (or resume) training; returns the path of the best checkpoint. `dataset` overrides
+    the config's data (k-fold cross-validation passes its folds this way)."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    classes, splits = load_dataset(cfg)
+    classes, splits = dataset or load_dataset(cfg)
     train_split, val_split = splits["train"], splits["val"]
     t0 = time.time()
-    train_split.load_pixels()
-    val_split.load_pixels()
+    for split in (train_split, val_split):
+        if not split.pixels:
+            split.load_pixels()
     log.info("loaded %d train / %d val images in %.0fs", len(train_split.samples), len(val_split.samples), time.time() - t0)
     spec = preprocessing_for(cfg)
     model = build_model(cfg.arch, len(classes), cfg.image_size, cfg.pretrained, cfg.dropout, cfg.lstm_hidden, cfg.lstm_layers)

