@@ -53,9 +53,8 @@ lint: ## ruff check, ruff format --check, mypy
 bench: ## benchmark the bare pipeline (decode, preprocess, ONNX Runtime); JSON to bench/results/
 	$(PY) -m bench.pipeline --bundle $(BUNDLE)
 
-train: ## train the model, then build the bundle under models/
-	$(PY) -m training.train --config training/configs/effnet_lite0.yaml
-	$(PY) -m training.build_bundle
+train: ## train both candidates from scratch and build the bundle under models/ (training/reproduce.py)
+	$(PY) -m training.reproduce
 
 evaluate: ## evaluate a bundle on a split: make evaluate BUNDLE=... SPLIT=test
 	$(PY) -m training.evaluate --bundle $(BUNDLE) --split $(SPLIT)
