@@ -43,9 +43,19 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     return {}
 
 
+# kombu's SQLAlchemy transport polls its table once a second by default, which caps an embedded
+# worker at ~1 task/s; it forwards transport options to create_engine, so the interval is set on
+# the transport class instead (measured: a 20-image batch took 20 s embedded vs 2 s on Redis).
+EMBEDDED_POLLING_INTERVAL_S = 0.1
+
+
 def create_celery_app(settings: Settings) -> Celery:
     """A Celery app configured for at-least-once, idempotent, one-at-a-time inference."""
     _ensure_sqlite_dir(settings.broker_url)
+    if settings.broker_url.startswith("sqla+"):
+        from kombu.transport import sqlalchemy as kombu_sqlalchemy
+
+        kombu_sqlalchemy.Transport.polling_interval = EMBEDDED_POLLING_INTERVAL_S
     app = Celery("skintriage-inference", broker=settings.broker_url, include=["services.inference.tasks"])
     app.conf.update(
         task_serializer="json",
