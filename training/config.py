@@ -85,4 +85,3 @@ def load_config(yaml_path: str | None = None, overrides: list[str] | None = None
     if unknown:
         raise SystemExit(f"unknown config keys: {sorted(unknown)}")
     return dataclasses.replace(cfg, **values)
-

@@ -70,9 +70,7 @@ def _limit(samples: list[Sample], limit: int, num_classes: int) -> list[Sample]:
     return kept
 
 
-def load_ham10000(
-    root: Path, limit_per_split: int = 0
-) -> tuple[list[str], dict[str, SplitData]]:
+def load_ham10000(root: Path, limit_per_split: int = 0) -> tuple[list[str], dict[str, SplitData]]:
     """Read `metadata.csv` and use its lesion-grouped `split` column as given."""
     codes = [c for c, _, _ in HAM_CLASSES]
     index = {c: i for i, c in enumerate(codes)}
@@ -87,9 +85,7 @@ def load_ham10000(
             )
             by_split[row["split"]].append(sample)
     _assert_groups_disjoint(by_split)
-    return codes, {
-        s: SplitData(_limit(v, limit_per_split, len(codes))) for s, v in by_split.items()
-    }
+    return codes, {s: SplitData(_limit(v, limit_per_split, len(codes))) for s, v in by_split.items()}
 
 
 def load_folders(root: Path, limit_per_split: int = 0) -> tuple[list[str], dict[str, SplitData]]:
@@ -126,8 +122,8 @@ def _assert_groups_disjoint(by_split: dict[str, list[Sample]]) -> None:
 def grouped_kfold(samples: Sequence[Sample], folds: int, seed: int) -> list[tuple[list[int], list[int]]]:
     """Lesion-grouped, label-stratified k-fold: (train indices, held-out indices) per fold.
 
-    Groups are dealt to folds class by class in shuffled order, into the fold that has fewest of that class, so every
-    fold gets a similar class mix and no lesion straddles two folds.
+    Groups are dealt class by class, in shuffled order, to the fold holding fewest images of
+    that class, so every fold gets a similar class mix and no lesion straddles two folds.
     """
     rng = np.random.default_rng(seed)
     groups: dict[str, list[int]] = {}

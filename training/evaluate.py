@@ -80,12 +80,16 @@ def load_split(dataset: str, root: Path, split: str) -> tuple[list[str], SplitDa
     return classes, splits[split]
 
 
-def evaluate_bundle(bundle_dir: Path, split_name: str, data_root: Path, dataset: str = "ham10000") -> dict[str, object]:
+def evaluate_bundle(
+    bundle_dir: Path, split_name: str, data_root: Path, dataset: str = "ham10000"
+) -> dict[str, object]:
     """Run the bundle's ONNX model over a split and compute its metrics."""
     predictor = Predictor(bundle_dir, intra_op_threads=2)
     classes, split = load_split(dataset, data_root, split_name)
     if classes != list(predictor.manifest.class_codes):
-        raise SystemExit(f"dataset classes {classes} differ from the bundle's {predictor.manifest.class_codes}")
+        raise SystemExit(
+            f"dataset classes {classes} differ from the bundle's {predictor.manifest.class_codes}"
+        )
     outputs = onnx_outputs(predictor.session, split, predictor.manifest.preprocessing)
     metrics = bundle_metrics(outputs["logits"], split.labels, predictor.manifest)
     metrics["split"] = split_name
@@ -95,7 +99,9 @@ def evaluate_bundle(bundle_dir: Path, split_name: str, data_root: Path, dataset:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--bundle", required=True, type=Path)
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--data-root", type=Path, default=Path(DEFAULT_DATA_ROOT))
@@ -106,7 +112,14 @@ def main(argv: list[str] | None = None) -> None:
     metrics = evaluate_bundle(args.bundle, args.split, args.data_root, args.dataset)
     out = args.out or args.bundle / f"metrics_{args.split}.json"
     out.write_text(json.dumps(metrics, indent=2))
-    keys = ("accuracy", "balanced_accuracy", "macro_auc", "ece", "malignant_sensitivity_urgent", "conformal_coverage")
+    keys = (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_auc",
+        "ece",
+        "malignant_sensitivity_urgent",
+        "conformal_coverage",
+    )
     log.info("%s: %s -> %s", args.split, {k: round(float(metrics[k]), 4) for k in keys}, out)  # type: ignore[arg-type]
 
 

@@ -23,7 +23,7 @@ MAX_ABS_DIFF = 1e-4
 OUTPUT_NAMES = ("logits", "embedding", "feature_map")
 
 
-class ExportMismatch(Exception):
+class ExportMismatchError(Exception):
     """ONNX Runtime disagrees with PyTorch beyond the allowed tolerance."""
 
 
@@ -32,7 +32,9 @@ def load_checkpoint(path: Path | str) -> tuple[LiteClassifier | LiteBiLSTM, Trai
     ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
     cfg = TrainConfig(**ckpt["config"])
     classes: list[str] = ckpt["classes"]
-    model = build_model(cfg.arch, len(classes), cfg.image_size, False, cfg.dropout, cfg.lstm_hidden, cfg.lstm_layers)
+    model = build_model(
+        cfg.arch, len(classes), cfg.image_size, False, cfg.dropout, cfg.lstm_hidden, cfg.lstm_layers
+    )
     model.load_state_dict(ckpt["model"])
     return model.eval(), cfg, classes
 
@@ -54,7 +56,7 @@ def export_onnx(model: torch.nn.Module, image_size: int, path: Path) -> None:
 
 
 def verify_onnx(model: torch.nn.Module, path: Path, batch: NDArray[np.float32]) -> float:
-    """Max |ORT - PyTorch| over all three outputs on `batch`; raises ExportMismatch past 1e-4."""
+    """Max |ORT - PyTorch| over all three outputs on `batch`; raises ExportMismatchError past 1e-4."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     ort_out = session.run(list(OUTPUT_NAMES), {"image": batch})
     with torch.inference_mode():
@@ -62,7 +64,7 @@ def verify_onnx(model: torch.nn.Module, path: Path, batch: NDArray[np.float32]) 
     worst = max(float(np.abs(a - b).max()) for a, b in zip(ort_out, torch_out, strict=True))
     log.info("ONNX Runtime vs PyTorch on %d images: max abs diff %.2e", len(batch), worst)
     if not worst <= MAX_ABS_DIFF:
-        raise ExportMismatch(f"ONNX Runtime differs from PyTorch by {worst:.3e} > {MAX_ABS_DIFF:g}")
+        raise ExportMismatchError(f"ONNX Runtime differs from PyTorch by {worst:.3e} > {MAX_ABS_DIFF:g}")
     return worst
 
 

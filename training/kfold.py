@@ -27,7 +27,9 @@ log = logging.getLogger("training.kfold")
 
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", help="YAML file of config overrides")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
@@ -46,10 +48,17 @@ def main(argv: list[str] | None = None) -> None:
         fold_cfg = dataclasses.replace(cfg, out_dir=str(Path(cfg.out_dir) / f"fold{fold}"))
         best = train(fold_cfg, (classes, fold_data))
         score = float(torch.load(best, map_location="cpu", weights_only=False)["best_score"])
-        results.append({"fold": fold, "train": len(train_idx), "held_out": len(held_idx), "val_balanced_accuracy": score})
+        results.append(
+            {"fold": fold, "train": len(train_idx), "held_out": len(held_idx), "val_balanced_accuracy": score}
+        )
         log.info("fold %d: val balanced accuracy %.4f", fold, score)
     scores = [r["val_balanced_accuracy"] for r in results]
-    summary = {"folds": results, "mean": float(np.mean(scores)), "std": float(np.std(scores)), "config": cfg.to_dict()}
+    summary = {
+        "folds": results,
+        "mean": float(np.mean(scores)),
+        "std": float(np.std(scores)),
+        "config": cfg.to_dict(),
+    }
     out = Path(cfg.out_dir) / "kfold.json"
     out.write_text(json.dumps(summary, indent=2))
     log.info("k-fold balanced accuracy %.4f +/- %.4f -> %s", summary["mean"], summary["std"], out)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.metrics import roc_auc_score
@@ -21,13 +23,15 @@ def balanced_accuracy(labels: NDArray[np.int64], preds: NDArray[np.int64], num_c
     return float(np.mean(recalls))
 
 
-def expected_calibration_error(probs: NDArray[np.floating], labels: NDArray[np.int64], bins: int = 15) -> float:
+def expected_calibration_error(
+    probs: NDArray[np.floating], labels: NDArray[np.int64], bins: int = 15
+) -> float:
     """Top-label ECE with equal-width confidence bins."""
     conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
     edges = np.linspace(0.0, 1.0, bins + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         in_bin = (conf > lo) & (conf <= hi)
         if in_bin.any():
             ece += in_bin.mean() * abs(correct[in_bin].mean() - conf[in_bin].mean())
@@ -56,7 +60,7 @@ def classification_report(
     confusion = np.zeros((n, n), dtype=int)
     np.add.at(confusion, (labels, preds), 1)
     return {
-        "n": int(len(labels)),
+        "n": len(labels),
         "accuracy": float((preds == labels).mean()),
         "balanced_accuracy": balanced_accuracy(labels, preds, n),
         "macro_auc": float(np.mean(aucs)) if aucs else float("nan"),

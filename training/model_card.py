@@ -3,21 +3,22 @@ was trained and how it measured on the held-out test split, overall and by subgr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from numpy.typing import NDArray  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.metrics import roc_curve
 
-from contracts.bundle import BundleManifest  # noqa: E402
-from model_bundle.triage import softmax  # noqa: E402
-from training.data import SplitData  # noqa: E402
-from training.metrics import balanced_accuracy  # noqa: E402
+from contracts.bundle import BundleManifest
+from model_bundle.triage import softmax
+from training.data import SplitData
+from training.metrics import balanced_accuracy
 
 if TYPE_CHECKING:
     from training.build_bundle import Candidate
@@ -43,12 +44,22 @@ def plot_confusion(confusion: list[list[int]], codes: list[str], path: Path) -> 
     ax.set_ylabel("true")
     for i in range(len(codes)):
         for j in range(len(codes)):
-            ax.text(j, i, f"{counts[i, j]}\n{norm[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{counts[i, j]}\n{norm[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_title("Confusion matrix (test)")
     _save(fig, path)
 
 
-def plot_roc(probs: NDArray[np.floating], labels: NDArray[np.int64], codes: list[str], aucs: dict[str, Any], path: Path) -> None:
+def plot_roc(
+    probs: NDArray[np.floating], labels: NDArray[np.int64], codes: list[str], aucs: dict[str, Any], path: Path
+) -> None:
     """One-vs-rest ROC curve per class."""
     fig, ax = plt.subplots(figsize=(5.5, 4.8))
     for c, code in enumerate(codes):
@@ -62,7 +73,9 @@ def plot_roc(probs: NDArray[np.floating], labels: NDArray[np.int64], codes: list
     _save(fig, path)
 
 
-def _reliability(probs: NDArray[np.floating], labels: NDArray[np.int64], bins: int = 15) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
+def _reliability(
+    probs: NDArray[np.floating], labels: NDArray[np.int64], bins: int = 15
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
     conf, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
@@ -72,10 +85,19 @@ def _reliability(probs: NDArray[np.floating], labels: NDArray[np.int64], bins: i
     return mean_conf, acc, counts
 
 
-def plot_reliability(logits: NDArray[np.floating], labels: NDArray[np.int64], temperature: float, eces: tuple[float, float], path: Path) -> None:
+def plot_reliability(
+    logits: NDArray[np.floating],
+    labels: NDArray[np.int64],
+    temperature: float,
+    eces: tuple[float, float],
+    path: Path,
+) -> None:
     """Reliability diagram before and after temperature scaling."""
     fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharey=True)
-    for ax, t, title, ece in ((axes[0], 1.0, "before (T=1)", eces[0]), (axes[1], temperature, f"after (T={temperature:.2f})", eces[1])):
+    for ax, t, title, ece in (
+        (axes[0], 1.0, "before (T=1)", eces[0]),
+        (axes[1], temperature, f"after (T={temperature:.2f})", eces[1]),
+    ):
         conf, acc, counts = _reliability(softmax(logits, t), labels)
         keep = counts > 0
         ax.bar(conf[keep], acc[keep], width=0.05, alpha=0.7, edgecolor="black")
@@ -93,7 +115,9 @@ def _age_band(raw: str) -> str:
     return next(label for lo, hi, label in AGE_BANDS if lo <= age < hi)
 
 
-def subgroup_table(split: SplitData, probs: NDArray[np.floating], manifest: BundleManifest) -> dict[str, list[dict[str, Any]]]:
+def subgroup_table(
+    split: SplitData, probs: NDArray[np.floating], manifest: BundleManifest
+) -> dict[str, list[dict[str, Any]]]:
     """Accuracy, balanced accuracy and urgent sensitivity by sex, age band and body site."""
     labels, preds = split.labels, probs.argmax(axis=1)
     mal_idx = list(manifest.malignant_indices)
@@ -110,14 +134,18 @@ def subgroup_table(split: SplitData, probs: NDArray[np.floating], manifest: Bund
         rows = []
         for group in sorted(set(values), key=lambda g: -int((arr == g).sum())):
             m = arr == group
-            rows.append({
-                "group": group,
-                "n": int(m.sum()),
-                "accuracy": float((preds[m] == labels[m]).mean()),
-                "balanced_accuracy": balanced_accuracy(labels[m], preds[m], probs.shape[1]),
-                "n_malignant": int(is_mal[m].sum()),
-                "urgent_sensitivity": float(urgent[m & is_mal].mean()) if (m & is_mal).any() else float("nan"),
-            })
+            rows.append(
+                {
+                    "group": group,
+                    "n": int(m.sum()),
+                    "accuracy": float((preds[m] == labels[m]).mean()),
+                    "balanced_accuracy": balanced_accuracy(labels[m], preds[m], probs.shape[1]),
+                    "n_malignant": int(is_mal[m].sum()),
+                    "urgent_sensitivity": float(urgent[m & is_mal].mean())
+                    if (m & is_mal).any()
+                    else float("nan"),
+                }
+            )
         tables[name] = rows
     return tables
 
@@ -129,7 +157,16 @@ def _fmt(value: Any) -> str:
 
 
 def _metrics_row(label: str, m: dict[str, Any]) -> str:
-    keys = ("accuracy", "balanced_accuracy", "macro_auc", "ece", "malignant_sensitivity_urgent", "malignant_specificity_urgent", "conformal_coverage", "conformal_mean_set_size")
+    keys = (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_auc",
+        "ece",
+        "malignant_sensitivity_urgent",
+        "malignant_specificity_urgent",
+        "conformal_coverage",
+        "conformal_mean_set_size",
+    )
     return f"| {label} | " + " | ".join(_fmt(m[k]) for k in keys) + " |"
 
 
@@ -153,14 +190,25 @@ def write_model_card(
     m_test: dict[str, Any] = winner.metrics["test"]
     plot_confusion(m_test["confusion_matrix"], codes, plots / "confusion_matrix.png")
     plot_roc(probs, test.labels, codes, m_test["per_class"], plots / "roc_curves.png")
-    plot_reliability(test_logits, test.labels, manifest.temperature, (m_test["ece_uncalibrated"], m_test["ece"]), plots / "reliability.png")
+    plot_reliability(
+        test_logits,
+        test.labels,
+        manifest.temperature,
+        (m_test["ece_uncalibrated"], m_test["ece"]),
+        plots / "reliability.png",
+    )
     groups = subgroup_table(test, probs, manifest)
     cfg = manifest.provenance.config
-    targets = [
+    targets: list[tuple[str, str, str, Callable[[float], bool]]] = [
         ("balanced accuracy", "balanced_accuracy", ">= 0.75", lambda v: v >= 0.75),
         ("macro one-vs-rest AUC", "macro_auc", ">= 0.95", lambda v: v >= 0.95),
         ("accuracy", "accuracy", ">= 0.85", lambda v: v >= 0.85),
-        ("malignant sensitivity at the urgent threshold", "malignant_sensitivity_urgent", ">= 0.93", lambda v: v >= 0.93),
+        (
+            "malignant sensitivity at the urgent threshold",
+            "malignant_sensitivity_urgent",
+            ">= 0.93",
+            lambda v: v >= 0.93,
+        ),
         ("ECE after temperature scaling", "ece", "<= 0.03", lambda v: v <= 0.03),
         ("conformal coverage (target 0.90)", "conformal_coverage", "0.88-0.92", lambda v: 0.88 <= v <= 0.92),
     ]
@@ -199,7 +247,8 @@ def write_model_card(
         f"  AdamW (lr {cfg.get('lr')}, head x{cfg.get('head_lr_multiplier')}, weight decay {cfg.get('weight_decay')}), cosine schedule with {cfg.get('warmup_epochs')} warm-up epoch,",
         f"  class-weighted cross-entropy (weights (N/n_c)^{cfg.get('class_weight_power')}) with label smoothing {cfg.get('label_smoothing')}.",
         f"- Augmentation: random resized crop (scale {cfg.get('crop_scale_min')}-1), horizontal flip, 90-degree rotations, colour jitter {cfg.get('color_jitter')}.",
-        "- CPU training with `channels_last` on 2 cores." + (f" `make train` took {train_minutes}." if train_minutes else ""),
+        "- CPU training with `channels_last` on 2 cores."
+        + (f" `make train` took {train_minutes}." if train_minutes else ""),
         "- The resolved training config and seed are stored in `bundle.json` (`provenance.config`).",
         "",
         "## Calibration and thresholds (all fitted on `val`)",
@@ -228,7 +277,9 @@ def write_model_card(
         "|---|---|---|---|---|",
     ]
     for code, row in m_test["per_class"].items():
-        lines.append(f"| {code} | {row['support']} | {_fmt(row['sensitivity'])} | {_fmt(row['specificity'])} | {_fmt(row.get('auc', float('nan')))} |")
+        lines.append(
+            f"| {code} | {row['support']} | {_fmt(row['sensitivity'])} | {_fmt(row['specificity'])} | {_fmt(row.get('auc', float('nan')))} |"
+        )
     lines += [
         "",
         "![confusion matrix](plots/confusion_matrix.png) ![ROC curves](plots/roc_curves.png)",
@@ -252,19 +303,31 @@ def write_model_card(
             f" Change on test: accuracy {d['accuracy']:+.4f}, balanced accuracy {d['balanced_accuracy']:+.4f}, macro AUC {d['macro_auc']:+.4f},"
             f" ECE {d['ece']:+.4f}, urgent sensitivity {d['malignant_sensitivity_urgent']:+.4f}. The float32 model ships.",
         ]
-    lines += ["", "## Subgroups (test)", "Small groups give noisy numbers; n is shown so they can be read with care.", ""]
+    lines += [
+        "",
+        "## Subgroups (test)",
+        "Small groups give noisy numbers; n is shown so they can be read with care.",
+        "",
+    ]
     for name, rows in groups.items():
-        lines += [f"### By {name}", "| group | n | accuracy | bal. acc. | malignant n | urgent sensitivity |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['group']} | {r['n']} | {_fmt(r['accuracy'])} | {_fmt(r['balanced_accuracy'])} | {r['n_malignant']} | {_fmt(r['urgent_sensitivity'])} |" for r in rows]
+        lines += [
+            f"### By {name}",
+            "| group | n | accuracy | bal. acc. | malignant n | urgent sensitivity |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['group']} | {r['n']} | {_fmt(r['accuracy'])} | {_fmt(r['balanced_accuracy'])} | {r['n_malignant']} | {_fmt(r['urgent_sensitivity'])} |"
+            for r in rows
+        ]
         lines.append("")
     lines += [
         "## Data, license and citation",
         "Trained and evaluated on HAM10000 with its official lesion-grouped split (train 6,193 / val 1,311 / test 1,298 images;",
         "no lesion appears in two splits).",
         "",
-        "- Tschandl P., Rosendahl C., Kittler H. \"The HAM10000 dataset, a large collection of multi-source dermatoscopic",
-        "  images of common pigmented skin lesions.\" Sci. Data 5, 180161 (2018), doi:10.1038/sdata.2018.161.",
-        "- Lesion masks: Tschandl et al., \"Human-computer collaboration for skin cancer recognition\", Nat. Med. 26, 1229-1234 (2020).",
+        '- Tschandl P., Rosendahl C., Kittler H. "The HAM10000 dataset, a large collection of multi-source dermatoscopic',
+        '  images of common pigmented skin lesions." Sci. Data 5, 180161 (2018), doi:10.1038/sdata.2018.161.',
+        '- Lesion masks: Tschandl et al., "Human-computer collaboration for skin cancer recognition", Nat. Med. 26, 1229-1234 (2020).',
         "",
         "HAM10000 is licensed **CC BY-NC-SA 4.0**. This model is derived from it and inherits those terms: **non-commercial",
         "use only, with attribution, and derivatives shared alike.** The SkinTriage code is licensed separately.",

@@ -66,7 +66,9 @@ class LiteBiLSTM(nn.Module):
         super().__init__()
         self.backbone = build_backbone(image_size, pretrained)
         self.project = nn.Linear(FEATURE_CHANNELS, 2 * hidden)
-        self.lstm = nn.LSTM(2 * hidden, hidden, num_layers=layers, batch_first=True, bidirectional=True, dropout=dropout)
+        self.lstm = nn.LSTM(
+            2 * hidden, hidden, num_layers=layers, batch_first=True, bidirectional=True, dropout=dropout
+        )
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(2 * hidden, num_classes)
 
@@ -82,7 +84,15 @@ class LiteBiLSTM(nn.Module):
         return [*self.project.parameters(), *self.lstm.parameters(), *self.fc.parameters()]
 
 
-def build_model(arch: str, num_classes: int, image_size: int, pretrained: bool, dropout: float, lstm_hidden: int = 128, lstm_layers: int = 2) -> LiteClassifier | LiteBiLSTM:
+def build_model(
+    arch: str,
+    num_classes: int,
+    image_size: int,
+    pretrained: bool,
+    dropout: float,
+    lstm_hidden: int = 128,
+    lstm_layers: int = 2,
+) -> LiteClassifier | LiteBiLSTM:
     """Model for a config's `arch`."""
     if arch == "effnet_lite0":
         return LiteClassifier(num_classes, image_size, pretrained, dropout)

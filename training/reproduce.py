@@ -30,7 +30,15 @@ def main(argv: list[str] | None = None) -> None:
     checkpoints = [str(train(load_config(path, overrides))) for path in CONFIGS]
     minutes = (time.time() - start) / 60
     log.info("training took %.1f min", minutes)
-    build_bundle.main(["--candidates", *checkpoints, "--quantize", "--train-minutes", f"{minutes:.0f} minutes of training on this machine"])
+    build_bundle.main(
+        [
+            "--candidates",
+            *checkpoints,
+            "--quantize",
+            "--train-minutes",
+            f"{minutes:.0f} minutes of training on this machine",
+        ]
+    )
     log.info("make train finished in %.1f min", (time.time() - start) / 60)
 
 

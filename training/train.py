@@ -117,19 +117,31 @@ def train(cfg: TrainConfig, dataset: tuple[list[str], dict[str, SplitData]] | No
     for split in (train_split, val_split):
         if not split.pixels:
             split.load_pixels()
-    log.info("loaded %d train / %d val images in %.0fs", len(train_split.samples), len(val_split.samples), time.time() - t0)
+    log.info(
+        "loaded %d train / %d val images in %.0fs",
+        len(train_split.samples),
+        len(val_split.samples),
+        time.time() - t0,
+    )
     spec = preprocessing_for(cfg)
-    model = build_model(cfg.arch, len(classes), cfg.image_size, cfg.pretrained, cfg.dropout, cfg.lstm_hidden, cfg.lstm_layers)
+    model = build_model(
+        cfg.arch, len(classes), cfg.image_size, cfg.pretrained, cfg.dropout, cfg.lstm_hidden, cfg.lstm_layers
+    )
     if cfg.backbone_checkpoint:
         state = torch.load(cfg.backbone_checkpoint, map_location="cpu", weights_only=False)["model"]
-        backbone_state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+        backbone_state = {
+            k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
+        }
         model.backbone.load_state_dict(backbone_state)
     if cfg.freeze_backbone:
         model.backbone.requires_grad_(False)
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stubs lack memory_format
 
     labels = train_split.labels
-    criterion = nn.CrossEntropyLoss(weight=class_weights(labels, len(classes), cfg.class_weight_power), label_smoothing=cfg.label_smoothing)
+    criterion = nn.CrossEntropyLoss(
+        weight=class_weights(labels, len(classes), cfg.class_weight_power),
+        label_smoothing=cfg.label_smoothing,
+    )
     head_ids = {id(p) for p in model.head_parameters()}
     backbone_params = [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]
     groups = [{"params": model.head_parameters(), "lr": cfg.lr * cfg.head_lr_multiplier}]
@@ -169,7 +181,9 @@ def train(cfg: TrainConfig, dataset: tuple[list[str], dict[str, SplitData]] | No
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", mininterval=30)
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            batch = np.stack([augment(train_split.pixels[i], spec, cfg.crop_scale_min, cfg.color_jitter, rng) for i in idx])
+            batch = np.stack(
+                [augment(train_split.pixels[i], spec, cfg.crop_scale_min, cfg.color_jitter, rng) for i in idx]
+            )
             x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(labels[idx])
             loss = criterion(model(x)[0], y)
@@ -213,7 +227,9 @@ def train(cfg: TrainConfig, dataset: tuple[list[str], dict[str, SplitData]] | No
 
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", help="YAML file of config overrides")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_args(argv)

@@ -31,7 +31,16 @@ def test_valid_manifest_parses_with_class_order_and_malignant_indices() -> None:
     assert manifest.malignant_indices == (0, 1, 4)
 
 
-@pytest.mark.parametrize("missing", [["temperature"], ["onnx_sha256"], ["triage", "urgent_malignant_probability"], ["preprocessing", "mean"], ["conformal", "quantile"]])
+@pytest.mark.parametrize(
+    "missing",
+    [
+        ["temperature"],
+        ["onnx_sha256"],
+        ["triage", "urgent_malignant_probability"],
+        ["preprocessing", "mean"],
+        ["conformal", "quantile"],
+    ],
+)
 def test_missing_field_is_rejected_naming_the_field(missing: list[str]) -> None:
     with pytest.raises(ValidationError) as err:
         BundleManifest.model_validate(_without(missing))
@@ -74,7 +83,9 @@ def test_unknown_field_is_rejected() -> None:
         BundleManifest.model_validate(body)
 
 
-def test_loader_refuses_a_model_whose_hash_differs_from_the_manifest(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+def test_loader_refuses_a_model_whose_hash_differs_from_the_manifest(
+    tiny_bundle_dir: Path, tmp_path: Path
+) -> None:
     copy_dir = tmp_path / "b"
     copy_dir.mkdir()
     for f in tiny_bundle_dir.iterdir():

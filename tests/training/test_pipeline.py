@@ -17,10 +17,17 @@ from tests.conftest import DATA_ROOT
 from training import build_bundle
 from training.config import load_config
 from training.data import SplitData, grouped_kfold, load_folders, load_ham10000
-from training.export import ExportMismatch, export_onnx, load_checkpoint, verify_onnx
+from training.export import ExportMismatchError, export_onnx, load_checkpoint, verify_onnx
 from training.train import evaluate, preprocessing_for, train
 
-TINY = ["limit_per_split=28", "epochs=1", "batch_size=8", "image_size=64", "resize_shorter_to=72", "threads=2"]
+TINY = [
+    "limit_per_split=28",
+    "epochs=1",
+    "batch_size=8",
+    "image_size=64",
+    "resize_shorter_to=72",
+    "threads=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +36,34 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("run")
     data = f"data_root={DATA_ROOT}"
     lite = train(load_config(None, [*TINY, data, f"out_dir={root / 'lite'}"]))
-    hybrid = train(load_config(None, [*TINY, data, "arch=effnet_lite0_bilstm", f"backbone_checkpoint={lite}", "freeze_backbone=true", f"out_dir={root / 'hybrid'}"]))
-    build_bundle.main(["--candidates", str(lite), str(hybrid), "--name", "tiny", "--version", "0.0.1", "--out", str(root / "models"), "--staging", str(root / "staging")])
+    hybrid = train(
+        load_config(
+            None,
+            [
+                *TINY,
+                data,
+                "arch=effnet_lite0_bilstm",
+                f"backbone_checkpoint={lite}",
+                "freeze_backbone=true",
+                f"out_dir={root / 'hybrid'}",
+            ],
+        )
+    )
+    build_bundle.main(
+        [
+            "--candidates",
+            str(lite),
+            str(hybrid),
+            "--name",
+            "tiny",
+            "--version",
+            "0.0.1",
+            "--out",
+            str(root / "models"),
+            "--staging",
+            str(root / "staging"),
+        ]
+    )
     return {"lite": lite, "hybrid": hybrid, "bundle": root / "models" / "tiny" / "0.0.1"}
 
 
@@ -39,9 +72,20 @@ def test_tiny_training_run_writes_a_bundle_that_validates(tiny_run: dict[str, Pa
     manifest = load_manifest(bundle)  # validates bundle.json and the model's sha256
     assert manifest.opset >= 17
     assert manifest.io.input_shape == (None, 3, 64, 64)
-    assert 0 <= manifest.triage.routine_malignant_probability <= manifest.triage.urgent_malignant_probability <= 1
+    assert (
+        0
+        <= manifest.triage.routine_malignant_probability
+        <= manifest.triage.urgent_malignant_probability
+        <= 1
+    )
     assert manifest.provenance.config["epochs"] == 1
-    for name in ("MODEL_CARD.md", "plots/confusion_matrix.png", "plots/roc_curves.png", "plots/reliability.png", "metrics_test.json"):
+    for name in (
+        "MODEL_CARD.md",
+        "plots/confusion_matrix.png",
+        "plots/roc_curves.png",
+        "plots/reliability.png",
+        "metrics_test.json",
+    ):
         assert (bundle / name).is_file(), name
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "CC BY-NC-SA 4.0" in card and "not a diagnosis" in card
@@ -49,16 +93,20 @@ def test_tiny_training_run_writes_a_bundle_that_validates(tiny_run: dict[str, Pa
     assert (bundle / "model.onnx").stat().st_size < 25 * 1024 * 1024
 
 
-def test_bundle_onnx_outputs_match_pytorch_on_real_images(tiny_run: dict[str, Path], ham_images: list[Path]) -> None:
+def test_bundle_onnx_outputs_match_pytorch_on_real_images(
+    tiny_run: dict[str, Path], ham_images: list[Path]
+) -> None:
     manifest = load_manifest(tiny_run["bundle"])
     chosen = tiny_run["lite"] if manifest.io.classifier == "linear_on_pooled_features" else tiny_run["hybrid"]
-    model, cfg, _ = load_checkpoint(chosen)
+    model, _, _ = load_checkpoint(chosen)
     predictor = Predictor(tiny_run["bundle"])
     batch = predictor.tensor([Image.open(p) for p in ham_images[:6]])
     assert verify_onnx(model, tiny_run["bundle"] / "model.onnx", batch) <= 1e-4
 
 
-def test_prediction_api_loads_the_bundle_and_predicts_an_image_file(tiny_run: dict[str, Path], ham_images: list[Path]) -> None:
+def test_prediction_api_loads_the_bundle_and_predicts_an_image_file(
+    tiny_run: dict[str, Path], ham_images: list[Path]
+) -> None:
     predictor = Predictor(tiny_run["bundle"])
     prediction = predictor.predict_file(ham_images[0])
     assert set(prediction.probabilities) == set(predictor.manifest.class_codes)
@@ -67,13 +115,15 @@ def test_prediction_api_loads_the_bundle_and_predicts_an_image_file(tiny_run: di
     assert prediction.conformal_set and prediction.top_class in predictor.manifest.class_codes
 
 
-def test_export_refuses_a_graph_that_disagrees_with_pytorch(tiny_run: dict[str, Path], tmp_path: Path) -> None:
+def test_export_refuses_a_graph_that_disagrees_with_pytorch(
+    tiny_run: dict[str, Path], tmp_path: Path
+) -> None:
     model, cfg, _ = load_checkpoint(tiny_run["lite"])
     export_onnx(model, cfg.image_size, tmp_path / "m.onnx")
     with torch.no_grad():
         model.fc.bias.add_(1.0)  # the PyTorch model now differs from what was exported
     batch = np.random.default_rng(0).normal(size=(2, 3, cfg.image_size, cfg.image_size)).astype(np.float32)
-    with pytest.raises(ExportMismatch):
+    with pytest.raises(ExportMismatchError):
         verify_onnx(model, tmp_path / "m.onnx", batch)
 
 
@@ -81,12 +131,16 @@ def test_checkpoint_saves_the_resolved_config_and_resumes_past_its_epoch(tiny_ru
     ckpt = torch.load(tiny_run["lite"].parent / "last.pt", map_location="cpu", weights_only=False)
     assert ckpt["config"]["image_size"] == 64 and ckpt["config"]["seed"] == 1234
     history = (tiny_run["lite"].parent / "history.jsonl").read_text().splitlines()
-    cfg = load_config(None, [*TINY, f"data_root={DATA_ROOT}", f"out_dir={tiny_run['lite'].parent}", "epochs=1"])
+    cfg = load_config(
+        None, [*TINY, f"data_root={DATA_ROOT}", f"out_dir={tiny_run['lite'].parent}", "epochs=1"]
+    )
     train(cfg)  # epoch 1 of 1 is done: resuming trains nothing more
     assert (tiny_run["lite"].parent / "history.jsonl").read_text().splitlines() == history
 
 
-def test_training_evaluation_and_serving_see_the_same_tensor(tiny_run: dict[str, Path], ham_images: list[Path]) -> None:
+def test_training_evaluation_and_serving_see_the_same_tensor(
+    tiny_run: dict[str, Path], ham_images: list[Path]
+) -> None:
     predictor = Predictor(tiny_run["bundle"])
     cfg = load_config(None, TINY)
     split = SplitData([], [])
@@ -103,7 +157,9 @@ def test_training_evaluation_and_serving_see_the_same_tensor(tiny_run: dict[str,
     assert train_eval["logits"].shape == (5, 7)
 
 
-def test_folder_layout_loads_classes_and_keeps_lesions_in_one_split(tmp_path: Path, ham_images: list[Path]) -> None:
+def test_folder_layout_loads_classes_and_keeps_lesions_in_one_split(
+    tmp_path: Path, ham_images: list[Path]
+) -> None:
     for split, names in {"train": ["a__1", "a__2", "b"], "val": ["c"], "test": ["d"]}.items():
         for cls in ("benign", "malignant"):
             folder = tmp_path / split / cls

@@ -6,8 +6,19 @@ import numpy as np
 import pytest
 
 from contracts.bundle import Conformal, TriageThresholds
-from model_bundle.triage import conformal_quantile, conformal_set, malignant_probability, softmax, triage_level
-from training.calibrate import fit_dual_criterion, fit_temperature, sensitivity_specificity, threshold_for_sensitivity
+from model_bundle.triage import (
+    conformal_quantile,
+    conformal_set,
+    malignant_probability,
+    softmax,
+    triage_level,
+)
+from training.calibrate import (
+    fit_dual_criterion,
+    fit_temperature,
+    sensitivity_specificity,
+    threshold_for_sensitivity,
+)
 
 RULE = TriageThresholds(
     urgent_malignant_probability=0.30,
@@ -52,7 +63,10 @@ def test_conformal_quantile_gives_target_coverage_on_exchangeable_data() -> None
     labels = np.array([rng.choice(7, p=p) for p in probs])  # labels drawn from the model itself
     cal, test = slice(0, 2000), slice(2000, 4000)
     q = conformal_quantile(probs[cal][np.arange(2000), labels[cal]], 0.9)
-    covered = [CODES[y] in conformal_set(p, Conformal(target_coverage=0.9, quantile=q), CODES) for p, y in zip(probs[test], labels[test], strict=True)]
+    covered = [
+        CODES[y] in conformal_set(p, Conformal(target_coverage=0.9, quantile=q), CODES)
+        for p, y in zip(probs[test], labels[test], strict=True)
+    ]
     assert 0.88 <= float(np.mean(covered)) <= 0.93
 
 
