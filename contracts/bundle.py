@@ -65,9 +65,7 @@ class ModelIO(_Strict):
     feature_map: str = "feature_map"
     embedding_dim: int = Field(gt=0)
     feature_map_channels: int = Field(gt=0)
-    classifier: Literal["linear_on_pooled_features", "bilstm_on_patches"] = (
-        "linear_on_pooled_features"
-    )
+    classifier: Literal["linear_on_pooled_features", "bilstm_on_patches"] = "linear_on_pooled_features"
     cam_weights_file: str | None = Field(
         default=None,
         description="npz with the linear classifier's weight (C x channels) and bias, for "
@@ -159,9 +157,7 @@ class BundleManifest(_Strict):
             raise ValueError("at least one class must be marked malignant for triage")
         _, channels, height, width = self.io.input_shape
         if channels != 3 or height != width or height != self.preprocessing.crop_size:
-            raise ValueError(
-                "io.input_shape must be (N, 3, crop_size, crop_size) to match preprocessing"
-            )
+            raise ValueError("io.input_shape must be (N, 3, crop_size, crop_size) to match preprocessing")
         return self
 
     @property

@@ -88,7 +88,9 @@ class Predictor:
 
     def heatmap(self, raw: RawOutput, class_code: str, width: int, height: int) -> bytes:
         """PNG overlay of the class-activation map for `class_code`, sized to the image."""
-        cam = class_activation_map(raw.feature_map, self._cam_weights, self.manifest.class_codes.index(class_code))
+        cam = class_activation_map(
+            raw.feature_map, self._cam_weights, self.manifest.class_codes.index(class_code)
+        )
         return heatmap_png(cam, width, height)
 
     def predict_file(self, path: Path | str) -> Prediction:

@@ -13,7 +13,9 @@ from tests.fixtures.tiny_bundle import write_tiny_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("SKINTRIAGE_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))
-POSTGRES_URL = os.environ.get("SKINTRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "SKINTRIAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("SKINTRIAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
