@@ -6,6 +6,8 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 BUNDLE  ?= models/skintriage-effnet-lite0/1.0.0
 SPLIT   ?= test
+CONFIG  ?= training/configs/effnet_lite0.yaml
+ARGS    ?=
 TENANT  ?= demo
 PYTEST_ARGS ?=
 # torch is deliberately not in pyproject.toml: this pin takes the CPU wheel on the machine (a plain
@@ -22,7 +24,7 @@ COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-ci lint bench train evaluate compose-up compose-config \
-	k8s-validate migrate api-key clean
+	k8s-validate migrate api-key clean kfold
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,8 +52,12 @@ lint: ## ruff check, ruff format --check, mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: ## benchmark the bare pipeline (decode, preprocess, ONNX Runtime); JSON to bench/results/
+bench: ## benchmark the bare pipeline and the whole fleet over HTTP (PostgreSQL + Redis); JSON to bench/results/
 	$(PY) -m bench.pipeline --bundle $(BUNDLE)
+	$(PY) -m bench.fleet
+
+kfold: ## lesion-grouped 5-fold cross-validation of a config on train+val: make kfold CONFIG=... ARGS="epochs=4"
+	$(PY) -m training.kfold --config $(CONFIG) --folds 5 $(ARGS)
 
 train: ## train both candidates from scratch and build the bundle under models/ (training/reproduce.py)
 	$(PY) -m training.reproduce
