@@ -108,6 +108,39 @@ class OodDualCriterion(_Strict):
     val_acceptance: float = Field(ge=0.0, le=1.0)
 
 
+OodScoreName = Literal["msp", "entropy", "energy", "mahalanobis", "knn"]
+
+
+class OodDetector(_Strict):
+    """The full OOD detector (fitted by `make fit-ood`). Every score is oriented so that HIGHER
+    means MORE out-of-distribution (msp is stored as 1 - max softmax probability, energy as
+    -T*logsumexp(logits/T)). An image is rejected when ANY score in `rule` exceeds its threshold.
+
+    `stats_file` (npz in the bundle) holds: `class_means` (K x D), `precision` (D x D, the inverse
+    shared covariance), `knn_reference` (M x D, L2-normalised train embeddings), all float32, fitted
+    on the train split's embeddings of the model whose sha256 is `fitted_on_sha256`."""
+
+    stats_file: str = "ood_stats.npz"
+    fitted_on_sha256: str
+    knn_k: int = Field(ge=1)
+    rule: tuple[OodScoreName, ...] = Field(min_length=1)
+    target_acceptance: float = Field(gt=0.0, lt=1.0)
+    thresholds: dict[str, float] = Field(description="score -> threshold at target_acceptance")
+    acceptance_grid: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="other acceptance targets (e.g. '0.90', '0.99') -> rule thresholds, so a "
+        "tenant can choose its strictness without refitting",
+    )
+    selection: str = Field(default="", description="how the rule was chosen, in words")
+
+    @model_validator(mode="after")
+    def _rule_has_thresholds(self) -> OodDetector:
+        missing = [name for name in self.rule if name not in self.thresholds]
+        if missing:
+            raise ValueError(f"ood_detector.thresholds lacks the rule's scores: {missing}")
+        return self
+
+
 class Provenance(_Strict):
     """Where the bundle came from, so a result can be traced back to code and data."""
 
@@ -140,6 +173,9 @@ class BundleManifest(_Strict):
         default_factory=dict, description="split name -> metrics (e.g. 'test')"
     )
     quantized: bool = False
+    ood_detector: OodDetector | None = Field(
+        default=None, description="the full OOD detector; None = only the seed dual criterion"
+    )
 
     @field_validator("onnx_sha256")
     @classmethod
@@ -155,6 +191,8 @@ class BundleManifest(_Strict):
             raise ValueError(f"class codes must be unique, got {codes}")
         if not any(c.malignant for c in self.classes):
             raise ValueError("at least one class must be marked malignant for triage")
+        if self.ood_detector and self.ood_detector.fitted_on_sha256 != self.onnx_sha256:
+            raise ValueError("ood_detector was fitted on a different model (fitted_on_sha256 != onnx_sha256)")
         _, channels, height, width = self.io.input_shape
         if channels != 3 or height != width or height != self.preprocessing.crop_size:
             raise ValueError("io.input_shape must be (N, 3, crop_size, crop_size) to match preprocessing")
