@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.utils.data import WeightedRandomSampler
 from tqdm import tqdm
 
 from contracts.bundle import Preprocessing
@@ -171,7 +172,11 @@ def train(cfg: TrainConfig, dataset: tuple[list[str], dict[str, SplitData]] | No
         rng = np.random.default_rng(cfg.seed * 1000 + epoch)
         torch.manual_seed(cfg.seed * 1000 + epoch)
         if sample_weights is not None:
-            order = torch.multinomial(sample_weights, len(labels), replacement=True).numpy()
+            generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+            sampler = WeightedRandomSampler(
+                sample_weights, len(labels), replacement=True, generator=generator
+            )
+            order = np.fromiter(sampler, dtype=np.int64, count=len(labels))
         else:
             order = rng.permutation(len(labels))
         model.train()

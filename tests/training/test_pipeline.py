@@ -207,3 +207,28 @@ def test_shipped_bundle_manifest_if_present_is_valid() -> None:
         pytest.fail("the shipped bundle models/skintriage-effnet-lite0/1.0.0 is missing")
     manifest = BundleManifest.model_validate_json((shipped / "bundle.json").read_text())
     assert load_manifest(shipped).onnx_sha256 == manifest.onnx_sha256
+
+
+def test_kfold_command_trains_one_model_per_grouped_fold_and_writes_a_summary(tmp_path: Path) -> None:
+    from training import kfold
+
+    kfold.main(["--folds", "2", *TINY, "limit_per_split=14", f"data_root={DATA_ROOT}", f"out_dir={tmp_path}"])
+    summary = json.loads((tmp_path / "kfold.json").read_text())
+    assert [f["fold"] for f in summary["folds"]] == [0, 1]
+    assert sum(f["held_out"] for f in summary["folds"]) == 28  # train + val pooled, each image held out once
+    assert 0.0 <= summary["mean"] <= 1.0
+    assert (tmp_path / "fold0" / "best.pt").is_file() and (tmp_path / "fold1" / "best.pt").is_file()
+
+
+def test_weighted_sampler_option_trains(tmp_path: Path) -> None:
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            "limit_per_split=14",
+            "weighted_sampler=true",
+            f"data_root={DATA_ROOT}",
+            f"out_dir={tmp_path}",
+        ],
+    )
+    assert train(cfg).is_file()
