@@ -44,5 +44,6 @@ def heatmap_png(cam: NDArray[np.float32], width: int, height: int) -> bytes:
     top, left = (height - side) // 2, (width - side) // 2
     overlay[top : top + side, left : left + side] = _colormap(square)
     buffer = io.BytesIO()
-    Image.fromarray(overlay, mode="RGBA").save(buffer, format="PNG", optimize=True)
+    # optimize=True costs ~7x the encode time (37 vs 5 ms at 200x150) to save ~6% of the bytes.
+    Image.fromarray(overlay, mode="RGBA").save(buffer, format="PNG")
     return buffer.getvalue()
