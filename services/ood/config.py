@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     internal_token: SecretStr
     log_level: str = "INFO"
 
+    tenant_acceptance: dict[str, float] = Field(
+        default_factory=dict,
+        description="tenant id -> target acceptance of in-distribution images (JSON, e.g. "
+        '{"clinic-a": 0.99}); each level must be in the bundle\'s ood_detector.acceptance_grid',
+    )
+
     quality_min_side_px: int = Field(default=_DEFAULTS.min_side_px, gt=0)
     quality_min_brightness: float = Field(default=_DEFAULTS.min_brightness, ge=0, le=255)
     quality_max_brightness: float = Field(default=_DEFAULTS.max_brightness, ge=0, le=255)
@@ -65,6 +71,14 @@ class Settings(BaseSettings):
     @classmethod
     def _real_token(cls, value: SecretStr) -> SecretStr:
         return check_secret(value)
+
+    @field_validator("tenant_acceptance")
+    @classmethod
+    def _acceptance_levels(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {tenant: level for tenant, level in value.items() if not tenant or not 0.0 < level < 1.0}
+        if bad:
+            raise ValueError(f"tenant ids must be non-empty and levels in (0, 1), got {bad}")
+        return value
 
     def quality_thresholds(self) -> QualityThresholds:
         """The quality gate's limits."""

@@ -1,8 +1,10 @@
 """The OOD service: `POST /v1/score`, `/healthz`, `/readyz`.
 
 Start: `uvicorn --factory services.ood.api.app:create_app --port 8001`.
-The bundle's manifest is loaded once in lifespan; a missing or corrupt bundle stops start-up.
-ONNX Runtime is not needed here: scoring reads only logits, the embedding and bundle.json.
+The bundle's manifest, and its OOD detector's statistics when it has one, are loaded once in
+lifespan; a missing or corrupt bundle, statistics that do not match its model, or a tenant
+acceptance level the detector has no thresholds for stop start-up.
+ONNX Runtime is not needed here: scoring reads only logits, the embedding and the bundle's files.
 """
 
 from __future__ import annotations
@@ -11,20 +13,23 @@ import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from contracts.bundle import BundleManifest
 from contracts.errors import ErrorBody
 from contracts.ood import OodScoreRequest, OodScoreResponse
 from contracts.reports import ModelRef
 from model_bundle.loader import load_manifest
+from services.ood.adapters.stats_file import load_detector_stats
 from services.ood.api.errors import InternalTokenInvalidError, NotReadyError, install_error_handlers
 from services.ood.api.middleware import RequestContextMiddleware
 from services.ood.config import Settings, get_settings
-from services.ood.domain.verdict import evaluate
+from services.ood.domain.strictness import UnknownAcceptanceError
+from services.ood.domain.verdict import Detector, build_detector, evaluate
 from services.ood.json_logging import configure_logging
 
 log = logging.getLogger("services.ood")
@@ -43,6 +48,7 @@ class Readiness(BaseModel):
 
     status: str = "ready"
     model: ModelRef
+    ood_rule: list[str] = Field(description="the scores of the detector's rule; [] = seed rule only")
 
 
 def get_manifest(request: Request) -> BundleManifest:
@@ -54,6 +60,15 @@ def get_manifest(request: Request) -> BundleManifest:
 
 
 ManifestDep = Annotated[BundleManifest, Depends(get_manifest)]
+
+
+def get_detector(request: Request) -> Detector | None:
+    """The fitted OOD detector loaded in lifespan; None when the bundle has only the seed rule."""
+    detector: Detector | None = getattr(request.app.state, "detector", None)
+    return detector
+
+
+DetectorDep = Annotated[Detector | None, Depends(get_detector)]
 
 
 def require_internal_token(
@@ -77,9 +92,12 @@ router = APIRouter()
     responses=_ERRORS,
     summary="Score one model output and decide whether it may be shown as a triage result",
 )
-def score(body: OodScoreRequest, manifest: ManifestDep, settings: SettingsDep) -> OodScoreResponse:
-    """Quality gate, then the dual MSP/entropy criterion, at the loaded bundle's thresholds."""
-    verdict = evaluate(body, manifest, settings.quality_thresholds())
+def score(
+    body: OodScoreRequest, manifest: ManifestDep, detector: DetectorDep, settings: SettingsDep
+) -> OodScoreResponse:
+    """Quality gate, then the bundle's OOD detector at the tenant's acceptance (or, without a
+    detector, the seed dual MSP/entropy criterion)."""
+    verdict = evaluate(body, manifest, settings.quality_thresholds(), detector)
     log.info(
         "ood.scored",
         extra={"decision": verdict.decision.value, "rule": verdict.rule, "tenant_id": body.tenant_id},
@@ -94,11 +112,25 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", responses={503: {"model": ErrorBody}})
-def readyz(manifest: ManifestDep) -> Readiness:
+def readyz(manifest: ManifestDep, detector: DetectorDep) -> Readiness:
     """The bundle is loaded and scoring can be served."""
     return Readiness(
-        model=ModelRef(name=manifest.name, version=manifest.version, sha256=manifest.onnx_sha256)
+        model=ModelRef(name=manifest.name, version=manifest.version, sha256=manifest.onnx_sha256),
+        ood_rule=list(detector.default.rule) if detector is not None else [],
     )
+
+
+def load_detector(bundle_dir: Path, manifest: BundleManifest, settings: Settings) -> Detector | None:
+    """The bundle's detector with every tenant's rule resolved; None for a seed-only bundle.
+    Raises OodStatsError (stats absent or not matching the model) or UnknownAcceptanceError."""
+    if manifest.ood_detector is None:
+        if settings.tenant_acceptance:
+            raise UnknownAcceptanceError(
+                "OOD_TENANT_ACCEPTANCE is set but the bundle has no ood_detector to pick thresholds from"
+            )
+        return None
+    stats = load_detector_stats(bundle_dir, manifest)
+    return build_detector(manifest.ood_detector, stats, settings.tenant_acceptance)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -109,16 +141,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         manifest = load_manifest(resolved.bundle_dir)
+        detector = load_detector(resolved.bundle_dir, manifest, resolved)
+        app.state.detector = detector
         app.state.manifest = manifest
         log.info(
             "ood.ready",
-            extra={"model": manifest.name, "version": manifest.version, "sha256": manifest.onnx_sha256},
+            extra={
+                "model": manifest.name,
+                "version": manifest.version,
+                "sha256": manifest.onnx_sha256,
+                "ood_rule": list(detector.default.rule) if detector is not None else None,
+                "tenants_with_own_acceptance": sorted(detector.tenants) if detector is not None else [],
+            },
         )
         yield
         app.state.manifest = None
+        app.state.detector = None
 
     app = FastAPI(title="SkinTriage OOD", version="1.0.0", lifespan=lifespan)
     app.state.manifest = None
+    app.state.detector = None
     app.dependency_overrides[get_settings] = lambda: resolved
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)

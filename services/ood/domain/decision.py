@@ -1,13 +1,19 @@
-"""The verdict: an image-quality gate first, then the dual MSP/entropy criterion.
+"""The verdict: an image-quality gate first, then the OOD rule.
 
 The quality gate runs first because a dark, blurred or blank photo says nothing about the model:
-it is rejected as `rejected_quality` whatever the logits look like. Only then the seed OOD rule
-from the literature (Hendrycks & Gimpel's max softmax probability, plus normalized entropy)
-rejects outputs the model is unsure of as `rejected_ood`.
+it is rejected as `rejected_quality` whatever the logits look like. Then the OOD rule rejects
+outputs the model was not trained to judge as `rejected_ood`: the bundle's fitted `ood_detector`
+(reject when ANY score of its rule exceeds its threshold) when it has one, else the seed rule from
+the literature (Hendrycks & Gimpel's max softmax probability, plus normalized entropy).
+
+Thresholds are echoed with their direction in the key: `msp_min` (reject below) and
+`<score>_max` (reject above), whichever rule is in force, so a response reads the same either
+way. The detector's msp threshold t (on 1 - msp) is echoed as msp_min = 1 - t.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from contracts.bundle import OodDualCriterion
@@ -92,16 +98,57 @@ def _rule_name(reasons: list[str]) -> str:
     return "+".join(fired)
 
 
+@dataclass(frozen=True)
+class DetectorRule:
+    """The fitted detector's rule at one acceptance level: score names (OodDetector orientation,
+    higher = more OOD) and each one's threshold; reject when ANY score exceeds its threshold."""
+
+    rule: tuple[str, ...]
+    thresholds: Mapping[str, float]
+    target_acceptance: float
+
+    def echoed(self) -> dict[str, float]:
+        """Thresholds as echoed in OodScoreResponse.thresholds (see the module docstring)."""
+        out = {_threshold_key(name): _echoed_value(name, self.thresholds[name]) for name in self.rule}
+        return out | {"target_acceptance": self.target_acceptance}
+
+
+def _threshold_key(name: str) -> str:
+    return "msp_min" if name == "msp" else f"{name}_max"
+
+
+def _echoed_value(name: str, threshold: float) -> float:
+    return 1.0 - threshold if name == "msp" else threshold
+
+
+def _reason(name: str) -> str:
+    return "msp_below_min" if name == "msp" else f"{name}_above_max"
+
+
+def detector_rule(scores: Scores, rule: DetectorRule) -> list[str]:
+    """The rule's scores that exceed their thresholds, in rule order; empty when none does."""
+    oriented = scores.oriented()
+    missing = [name for name in rule.rule if name not in oriented]
+    if missing:
+        raise ValueError(f"the detector's rule needs scores that were not computed: {missing}")
+    return [name for name in rule.rule if oriented[name] > rule.thresholds[name]]
+
+
 def decide(
     scores: Scores,
     quality: QualityMeasurements | None,
     ood_rule: OodDualCriterion,
     limits: QualityThresholds,
+    detector: DetectorRule | None = None,
 ) -> OodScoreResponse:
     """The verdict with every score and threshold. Without quality measurements the gate is
-    skipped and only the dual criterion applies."""
+    skipped; with a `detector` its rule replaces the seed dual criterion."""
     all_scores = scores.as_dict()
-    thresholds = {"msp_min": ood_rule.msp_min, "entropy_max": ood_rule.entropy_max}
+    thresholds = (
+        detector.echoed()
+        if detector is not None
+        else {"msp_min": ood_rule.msp_min, "entropy_max": ood_rule.entropy_max}
+    )
     if quality is not None:
         all_scores |= {f"quality.{name}": value for name, value in quality.to_wire().items()}
         thresholds |= limits.as_dict()
@@ -114,12 +161,17 @@ def decide(
                 reasons=reasons,
                 thresholds=thresholds,
             )
-    reasons = dual_criterion(scores, ood_rule)
+    if detector is not None:
+        fired = detector_rule(scores, detector)
+        reasons, rule_name = [_reason(name) for name in fired], "+".join(fired)
+    else:
+        reasons = dual_criterion(scores, ood_rule)
+        rule_name = _rule_name(reasons)
     if reasons:
         return OodScoreResponse(
             scores=all_scores,
             decision=OodDecision.rejected_ood,
-            rule=_rule_name(reasons),
+            rule=rule_name,
             reasons=reasons,
             thresholds=thresholds,
         )

@@ -1,7 +1,13 @@
-"""Out-of-distribution scores from one image's raw logits (pure numpy).
+"""Out-of-distribution scores from one image's raw logits and embedding (pure numpy).
 
-All scores use the bundle's temperature, so MSP and entropy are read off the same calibrated
+Logit scores use the bundle's temperature, so MSP and entropy are read off the same calibrated
 probabilities the worker reports, and the thresholds in bundle.json must be fitted on those too.
+Embedding scores use the statistics of the bundle's `ood_detector` (`DetectorStats`), fitted on
+the train split's embeddings; the formulas mirror training/ood.py and the `OodDetector` contract.
+
+Orientation: `Scores.msp` is the max softmax probability itself (low = unsure), as every response
+has always reported it; every other score is oriented so that higher means more OOD. The
+detector's "msp" score is 1 - msp (`Scores.oriented`).
 """
 
 from __future__ import annotations
@@ -12,30 +18,53 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class DetectorStats:
+    """The contents of a bundle's `ood_stats.npz`: class means (K x D), the precision matrix
+    (D x D, inverse shared covariance) and the L2-normalised kNN reference embeddings (M x D)."""
+
+    class_means: FloatArray
+    precision: FloatArray
+    knn_reference: FloatArray
+
 
 @dataclass(frozen=True)
 class Scores:
-    """MSP and normalized entropy drive the decision; energy is reported for analysis only."""
+    """Every score of one output; the embedding scores are None without detector statistics."""
 
     msp: float
     entropy: float
     energy: float
+    mahalanobis: float | None = None
+    knn: float | None = None
 
     def as_dict(self) -> dict[str, float]:
-        """Scores as they appear in OodScoreResponse.scores."""
-        return {"msp": self.msp, "entropy": self.entropy, "energy": self.energy}
+        """Scores as they appear in OodScoreResponse.scores (msp is the max probability)."""
+        out = {"msp": self.msp, "entropy": self.entropy, "energy": self.energy}
+        if self.mahalanobis is not None:
+            out["mahalanobis"] = self.mahalanobis
+        if self.knn is not None:
+            out["knn"] = self.knn
+        return out
+
+    def oriented(self) -> dict[str, float]:
+        """Scores as the OodDetector names them, each higher = more OOD (msp -> 1 - msp)."""
+        return self.as_dict() | {"msp": 1.0 - self.msp}
 
 
-def _logsumexp(z: NDArray[np.float64]) -> float:
+def _logsumexp(z: FloatArray) -> float:
     peak = float(z.max())
     return peak + math.log(float(np.exp(z - peak).sum()))
 
 
-def calibrated_probabilities(logits: NDArray[np.floating], temperature: float) -> NDArray[np.float64]:
+def calibrated_probabilities(logits: NDArray[np.floating], temperature: float) -> FloatArray:
     """softmax(logits / T) for one image."""
     z = np.asarray(logits, dtype=np.float64) / temperature
     e = np.exp(z - z.max())
-    out: NDArray[np.float64] = e / e.sum()
+    out: FloatArray = e / e.sum()
     return out
 
 
@@ -59,11 +88,54 @@ def energy_score(logits: NDArray[np.floating], temperature: float) -> float:
     return -temperature * _logsumexp(z)
 
 
+def mahalanobis_score(
+    embedding: NDArray[np.floating], class_means: NDArray[np.floating], precision: NDArray[np.floating]
+) -> float:
+    """min over classes c of (e - mu_c)^T P (e - mu_c) (Lee et al. 2018); 0 at a class mean."""
+    diff = np.asarray(class_means, dtype=np.float64) - np.asarray(embedding, dtype=np.float64)[None, :]
+    distances = np.einsum("kd,de,ke->k", diff, np.asarray(precision, dtype=np.float64), diff)
+    # P is positive semi-definite, so a negative distance is only float round-off.
+    return max(float(distances.min()), 0.0)
+
+
+def knn_score(embedding: NDArray[np.floating], reference: NDArray[np.floating], k: int) -> float:
+    """1 - cosine similarity of e to its k-th nearest row of the L2-normalised `reference`
+    (Sun et al. 2022): 0 when k reference rows point the same way as e, up to 2."""
+    ref = np.asarray(reference, dtype=np.float64)
+    if not 1 <= k <= len(ref):
+        raise ValueError(f"knn k={k} must be in [1, {len(ref)}]")
+    e = np.asarray(embedding, dtype=np.float64)
+    e = e / max(float(np.linalg.norm(e)), 1e-12)
+    similarities = ref @ e
+    kth_largest = float(np.partition(similarities, len(ref) - k)[len(ref) - k])
+    return 1.0 - kth_largest
+
+
 def score_logits(logits: NDArray[np.floating], temperature: float) -> Scores:
-    """Every score for one image's raw logits at the bundle's temperature."""
+    """The logit scores for one image's raw logits at the bundle's temperature."""
     probs = calibrated_probabilities(logits, temperature)
     return Scores(
         msp=max_softmax_probability(probs),
         entropy=normalized_entropy(probs),
         energy=energy_score(logits, temperature),
+    )
+
+
+def score_output(
+    logits: NDArray[np.floating],
+    embedding: NDArray[np.floating],
+    temperature: float,
+    stats: DetectorStats | None,
+    knn_k: int,
+) -> Scores:
+    """Every score for one image: the logit scores, plus the embedding scores when `stats`."""
+    scores = score_logits(logits, temperature)
+    if stats is None:
+        return scores
+    return Scores(
+        msp=scores.msp,
+        entropy=scores.entropy,
+        energy=scores.energy,
+        mahalanobis=mahalanobis_score(embedding, stats.class_means, stats.precision),
+        knn=knn_score(embedding, stats.knn_reference, knn_k),
     )

@@ -1,0 +1,1 @@
+"""File-system adapters: what the OOD service reads from a model bundle."""
