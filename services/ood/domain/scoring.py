@@ -93,7 +93,7 @@ def mahalanobis_score(
 ) -> float:
     """min over classes c of (e - mu_c)^T P (e - mu_c) (Lee et al. 2018); 0 at a class mean."""
     diff = np.asarray(class_means, dtype=np.float64) - np.asarray(embedding, dtype=np.float64)[None, :]
-    distances = np.einsum("kd,de,ke->k", diff, np.asarray(precision, dtype=np.float64), diff)
+    distances = ((diff @ np.asarray(precision, dtype=np.float64)) * diff).sum(axis=1)
     # P is positive semi-definite, so a negative distance is only float round-off.
     return max(float(distances.min()), 0.0)
 
