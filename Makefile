@@ -24,7 +24,7 @@ COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-ci lint bench train evaluate compose-up compose-config \
-	k8s-validate migrate api-key clean kfold
+	k8s-validate migrate api-key clean kfold fit-ood eval-ood
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -85,3 +85,9 @@ api-key: ## create an API key: make api-key TENANT=name (prints the key once)
 clean: ## remove caches and build outputs (keeps the venv and var/)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info test-artifacts
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+fit-ood: ## fit the full OOD detector on train/val and write it into a bundle: make fit-ood BUNDLE=...
+	$(PY) -m training.fit_ood --bundle $(BUNDLE) $(ARGS)
+
+eval-ood: ## measure a bundle's OOD detector on test and shared/data/ood; metrics_ood.json, plot, card section
+	$(PY) -m training.eval_ood --bundle $(BUNDLE) $(ARGS)

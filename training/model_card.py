@@ -334,3 +334,102 @@ def write_model_card(
         "",
     ]
     (bundle_dir / "MODEL_CARD.md").write_text("\n".join(lines))
+
+
+OOD_START, OOD_END = "<!-- ood:start -->", "<!-- ood:end -->"
+
+
+def plot_ood_roc(
+    rules: dict[str, list[str]],
+    val: dict[str, NDArray[np.float64]],
+    test: dict[str, NDArray[np.float64]],
+    sources: dict[str, dict[str, NDArray[np.float64]]],
+    path: Path,
+) -> None:
+    """ROC (ID test vs each OOD source) of the fitted rule and the seed rule, one panel per source."""
+    from training.ood import rank_score
+
+    shown = {n: r for n, r in rules.items() if n.startswith(("rule:", "seed:"))}
+    fig, axes = plt.subplots(1, len(sources), figsize=(3.6 * len(sources), 3.6), squeeze=False)
+    for ax, (source, scores) in zip(axes[0], sources.items(), strict=True):
+        for name, rule in shown.items():
+            id_rank, ood_rank = rank_score(test, val, rule), rank_score(scores, val, rule)
+            truth = np.r_[np.zeros(len(id_rank)), np.ones(len(ood_rank))]
+            fpr, tpr, _ = roc_curve(truth, np.r_[id_rank, ood_rank])
+            # x = share of ID test rejected, y = share of the OOD source rejected
+            ax.plot(fpr, tpr, label=name, linestyle="-" if name.startswith("rule:") else "--")
+        ax.axvline(0.05, color="grey", linestyle=":", linewidth=0.8)
+        ax.plot([0, 1], [0, 1], color="lightgrey", linestyle=":")
+        ax.set_title(f"{source} (n={len(next(iter(scores.values())))})", fontsize=9)
+        ax.set_xlabel("ID test rejected")
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0][0].set_ylabel("OOD rejected")
+    _save(fig, path)
+
+
+def ood_section_lines(manifest: BundleManifest, metrics: dict[str, Any]) -> list[str]:
+    """The OOD section of the model card, from `metrics_ood.json`."""
+    det = manifest.ood_detector
+    detectors: dict[str, Any] = metrics["detectors"]
+    sources = [s for s in next(iter(detectors.values()))["sources"] if s != "all"] + ["all"]
+    lines = [
+        OOD_START,
+        "## Out-of-distribution rejection (`make eval-ood`)",
+        "",
+    ]
+    if det is not None:
+        rule = " OR ".join(f"{n} > {det.thresholds[n]:.4g}" for n in det.rule)
+        lines += [
+            f"- Fitted rule (bundle.json `ood_detector`): reject when {rule}; thresholds accept"
+            f" {det.target_acceptance:.0%} of `val` jointly (other levels in `acceptance_grid`: {', '.join(det.acceptance_grid)}).",
+            f"- Statistics in `{det.stats_file}` (float32) from the train split's embeddings; kNN k={det.knn_k}.",
+            f"- How it was chosen: {det.selection}",
+        ]
+    lines += [
+        f"- Seed rule (bundle.json `ood`): reject when max softmax probability < {manifest.ood.msp_min:.4f} or normalised entropy > {manifest.ood.entropy_max:.4f}.",
+        f"- Measured on in-distribution `test` (n={metrics['n_test']}) against each OOD source: AUROC, and FPR = share of the source accepted at"
+        " the val 95%-acceptance thresholds. No threshold saw `test` or the OOD sets.",
+        "",
+        "| detector | ID test rejected | " + " | ".join(f"{s} AUROC / FPR" for s in sources) + " |",
+        "|---|---|" + "---|" * len(sources),
+    ]
+    for name, r in detectors.items():
+        label = f"**{name}**" if name.startswith(("rule:", "seed:")) else name
+        cells = [f"{r['sources'][s]['auroc']:.4f} / {r['sources'][s]['fpr_at_val_95']:.3f}" for s in sources]
+        lines.append(f"| {label} | {r['test_rejection']:.3f} | " + " | ".join(cells) + " |")
+    fitted = next((r for n, r in detectors.items() if n.startswith("rule:")), None)
+    if fitted is not None:
+        union = fitted["sources"]["all"]
+        lines += [
+            "",
+            "| target (fitted rule, all sources) | measured | goal | met |",
+            "|---|---|---|---|",
+            f"| AUROC | {union['auroc']:.4f} | >= 0.99 | {'yes' if union['auroc'] >= 0.99 else 'no'} |",
+            f"| FPR at 95% val acceptance | {union['fpr_at_val_95']:.3f} | <= 0.05 | {'yes' if union['fpr_at_val_95'] <= 0.05 else 'no'} |",
+            f"| ID test rejected | {fitted['test_rejection']:.3f} | about 0.05 | |",
+        ]
+    lines += [
+        "",
+        "Sources: " + ", ".join(f"`{s}` n={n}" for s, n in metrics["sources"].items()) + ".",
+        "These sets are far from dermoscopy; near-OOD inputs (clinical phone photos of skin, other dermoscopes) are not measured here.",
+        "",
+        "![OOD ROC, fitted rule vs seed rule per source](plots/ood_roc.png)",
+        OOD_END,
+    ]
+    return lines
+
+
+def write_ood_section(card: Path, manifest: BundleManifest, metrics: dict[str, Any]) -> None:
+    """Replace the OOD section between its markers (idempotent); insert it before the data section
+    the first time, or append it when the card has no such section."""
+    section = "\n".join(ood_section_lines(manifest, metrics))
+    text = card.read_text() if card.is_file() else ""
+    if OOD_START in text and OOD_END in text:
+        head, rest = text.split(OOD_START, 1)
+        text = head + section + rest.split(OOD_END, 1)[1]
+    elif "## Data, license and citation" in text:
+        head, tail = text.split("## Data, license and citation", 1)
+        text = head + section + "\n\n## Data, license and citation" + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    card.write_text(text)

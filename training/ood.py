@@ -1,0 +1,229 @@
+"""The OOD detector's scores, statistics and decision rule (pure numpy; sklearn only to fit).
+
+Every score is oriented so that HIGHER means MORE out-of-distribution, as the `OodDetector`
+contract (contracts/bundle.py) states; services/ood mirrors these formulas at serve time:
+
+- msp:         1 - max_c softmax(logits / T)_c                      (T = bundle temperature)
+- entropy:     -sum_c p_c log p_c / log K,  p = softmax(logits / T)  (in [0, 1])
+- energy:      -T * logsumexp(logits / T)
+- mahalanobis: min_c (e - mu_c)^T P (e - mu_c), P = inverse of the shared (Ledoit-Wolf shrunk)
+               covariance of the train embeddings around their class means
+- knn:         1 - cosine similarity of e to its k-th nearest neighbour among the L2-normalised
+               train embeddings in `knn_reference`
+
+A rule is a set of scores; an image is rejected when ANY of them exceeds its threshold.
+Thresholds come from one shared quantile level q of each score's in-distribution validation
+distribution, with q the largest level at which the rule still accepts the target share jointly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from model_bundle.triage import softmax
+
+SCORE_NAMES: tuple[str, ...] = ("msp", "entropy", "energy", "mahalanobis", "knn")
+EMBEDDING_SCORES = frozenset({"mahalanobis", "knn"})
+
+FloatArray = NDArray[np.float64]
+
+
+def msp_score(logits: NDArray[np.floating], temperature: float) -> FloatArray:
+    """1 - max softmax(logits / T) per row: 0 for a certain model, 1 - 1/K for uniform logits."""
+    out: FloatArray = 1.0 - softmax(logits, temperature).max(axis=-1)
+    return out
+
+
+def entropy_score(logits: NDArray[np.floating], temperature: float) -> FloatArray:
+    """Shannon entropy of softmax(logits / T) divided by log K, in [0, 1] (1 = uniform)."""
+    p = np.clip(softmax(logits, temperature), 1e-12, 1.0)
+    out: FloatArray = -(p * np.log(p)).sum(axis=-1) / math.log(p.shape[-1])
+    return out
+
+
+def energy_score(logits: NDArray[np.floating], temperature: float) -> FloatArray:
+    """-T * logsumexp(logits / T) per row (Liu et al. 2020): higher = less energy in any class."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    peak = z.max(axis=-1, keepdims=True)
+    lse = peak[..., 0] + np.log(np.exp(z - peak).sum(axis=-1))
+    out: FloatArray = -temperature * lse
+    return out
+
+
+def fit_gaussian(
+    embeddings: NDArray[np.floating], labels: NDArray[np.integer], num_classes: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32], float]:
+    """(class means K x D, precision D x D, Ledoit-Wolf shrinkage) of a shared-covariance model.
+
+    A class absent from `labels` gets the overall mean, so the K rows always match the logits."""
+    from sklearn.covariance import LedoitWolf  # training-time only; serving reads the matrices
+
+    e = np.asarray(embeddings, dtype=np.float64)
+    y = np.asarray(labels)
+    overall = e.mean(axis=0)
+    means = np.stack([e[y == c].mean(axis=0) if (y == c).any() else overall for c in range(num_classes)])
+    centred = e - means[y]
+    lw = LedoitWolf(assume_centered=True).fit(centred)
+    precision = np.linalg.inv(lw.covariance_)
+    precision = (precision + precision.T) / 2.0  # exact symmetry; inv leaves ~1e-12 asymmetry
+    return means.astype(np.float32), precision.astype(np.float32), float(lw.shrinkage_)
+
+
+def mahalanobis_score(
+    embeddings: NDArray[np.floating], class_means: NDArray[np.floating], precision: NDArray[np.floating]
+) -> FloatArray:
+    """min over classes of (e - mu_c)^T P (e - mu_c), per row (Lee et al. 2018)."""
+    e = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
+    mu = np.asarray(class_means, dtype=np.float64)
+    p = np.asarray(precision, dtype=np.float64)
+    # (e - mu)^T P (e - mu) = e'Pe - 2 e'P mu + mu'P mu, for all (row, class) pairs at once.
+    ep = e @ p
+    d = (ep * e).sum(axis=1)[:, None] - 2.0 * ep @ mu.T + ((mu @ p) * mu).sum(axis=1)[None, :]
+    out: FloatArray = np.maximum(d.min(axis=1), 0.0)
+    return out
+
+
+def l2_normalise(x: NDArray[np.floating]) -> FloatArray:
+    """Rows scaled to unit length (a zero row stays zero)."""
+    a = np.asarray(x, dtype=np.float64)
+    norm = np.linalg.norm(a, axis=-1, keepdims=True)
+    out: FloatArray = a / np.maximum(norm, 1e-12)
+    return out
+
+
+def knn_reference(embeddings: NDArray[np.floating], max_size: int, seed: int = 0) -> NDArray[np.float32]:
+    """L2-normalised train embeddings, a seeded random subsample of at most `max_size` rows."""
+    e = np.asarray(embeddings)
+    if len(e) > max_size:
+        keep = np.sort(np.random.default_rng(seed).choice(len(e), size=max_size, replace=False))
+        e = e[keep]
+    return l2_normalise(e).astype(np.float32)
+
+
+def knn_score(embeddings: NDArray[np.floating], reference: NDArray[np.floating], k: int) -> FloatArray:
+    """1 - cosine similarity to the k-th nearest reference row (Sun et al. 2022), per row."""
+    if not 1 <= k <= len(reference):
+        raise ValueError(f"knn k={k} must be in [1, {len(reference)}]")
+    sims = l2_normalise(np.atleast_2d(embeddings)) @ np.asarray(reference, dtype=np.float64).T
+    kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
+    out: FloatArray = 1.0 - kth
+    return out
+
+
+@dataclass(frozen=True)
+class OodStats:
+    """The contents of `ood_stats.npz` (all float32, fitted on the train split)."""
+
+    class_means: NDArray[np.float32]
+    precision: NDArray[np.float32]
+    knn_reference: NDArray[np.float32]
+
+    def save(self, path: Path) -> None:
+        """Write the npz (uncompressed: float embeddings barely compress, loading stays fast)."""
+        np.savez(
+            path,
+            class_means=self.class_means.astype(np.float32),
+            precision=self.precision.astype(np.float32),
+            knn_reference=self.knn_reference.astype(np.float32),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> OodStats:
+        """Read an `ood_stats.npz`."""
+        with np.load(path) as npz:
+            return cls(npz["class_means"], npz["precision"], npz["knn_reference"])
+
+
+def all_scores(
+    logits: NDArray[np.floating],
+    embeddings: NDArray[np.floating],
+    temperature: float,
+    stats: OodStats | None,
+    knn_k: int,
+) -> dict[str, FloatArray]:
+    """Every score for a batch; the embedding scores only when `stats` is given."""
+    scores = {
+        "msp": msp_score(logits, temperature),
+        "entropy": entropy_score(logits, temperature),
+        "energy": energy_score(logits, temperature),
+    }
+    if stats is not None:
+        scores["mahalanobis"] = mahalanobis_score(embeddings, stats.class_means, stats.precision)
+        scores["knn"] = knn_score(embeddings, stats.knn_reference, knn_k)
+    return scores
+
+
+def rejects(scores: Mapping[str, NDArray[np.floating]], thresholds: Mapping[str, float]) -> NDArray[np.bool_]:
+    """True where ANY score named in `thresholds` exceeds its threshold (the contract's rule)."""
+    names = list(thresholds)
+    out = np.zeros(len(np.asarray(scores[names[0]])), dtype=bool)
+    for name in names:
+        out |= np.asarray(scores[name]) > thresholds[name]
+    return out
+
+
+def fit_rule_thresholds(
+    val_scores: Mapping[str, NDArray[np.floating]], rule: Sequence[str], target_acceptance: float
+) -> tuple[dict[str, float], float]:
+    """(score -> threshold, achieved joint acceptance on val) for an OR-rule.
+
+    Each threshold is the same quantile level q of its score on in-distribution val; q is the
+    smallest level (bisected) whose joint acceptance reaches the target, so the rule accepts as
+    close to `target_acceptance` of val as the ties allow and never less."""
+    values = {name: np.asarray(val_scores[name], dtype=np.float64) for name in rule}
+
+    def at(level: float) -> tuple[dict[str, float], float]:
+        th = {n: float(np.quantile(v, level, method="higher")) for n, v in values.items()}
+        return th, 1.0 - float(rejects(values, th).mean())
+
+    lo, hi = target_acceptance, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2.0
+        if at(mid)[1] >= target_acceptance:
+            hi = mid
+        else:
+            lo = mid
+    return at(hi)
+
+
+def rank_score(
+    scores: Mapping[str, NDArray[np.floating]],
+    val_scores: Mapping[str, NDArray[np.floating]],
+    rule: Sequence[str],
+) -> FloatArray:
+    """One scalar per image for ROC analysis of an OR-rule: the largest of its scores' empirical
+    quantile levels on val (thresholding it at q is the rule at shared level q). Past the val
+    maximum a score's level keeps growing with its distance in val standard deviations, so
+    far-out images still rank above merely-unusual ones instead of all tying at 1."""
+    combined: FloatArray | None = None
+    for name in rule:
+        ref = np.sort(np.asarray(val_scores[name], dtype=np.float64))
+        s = np.asarray(scores[name], dtype=np.float64)
+        level = np.searchsorted(ref, s, side="right") / len(ref)
+        beyond = np.maximum(s - ref[-1], 0.0) / max(float(ref.std()), 1e-12)
+        level = level + beyond
+        combined = level if combined is None else np.maximum(combined, level)
+    assert combined is not None
+    return combined
+
+
+def candidate_rules(names: Sequence[str], max_size: int = 3) -> list[tuple[str, ...]]:
+    """Every single score and every OR-combination of up to `max_size` scores."""
+    return [c for size in range(1, max_size + 1) for c in itertools.combinations(names, size)]
+
+
+def auroc(in_dist: NDArray[np.floating], out_dist: NDArray[np.floating]) -> float:
+    """P(score of an OOD image > score of an ID image), ties counted half (Mann-Whitney)."""
+    from scipy.stats import rankdata
+
+    a, b = np.asarray(in_dist, dtype=np.float64), np.asarray(out_dist, dtype=np.float64)
+    ranks = rankdata(np.concatenate([a, b]))
+    u = ranks[len(a) :].sum() - len(b) * (len(b) + 1) / 2.0
+    return float(u / (len(a) * len(b)))
