@@ -53,8 +53,9 @@ class Settings(BaseSettings):
 
     tenant_acceptance: dict[str, float] = Field(
         default_factory=dict,
-        description="tenant id -> target acceptance of in-distribution images (JSON, e.g. "
-        '{"clinic-a": 0.99}); each level must be in the bundle\'s ood_detector.acceptance_grid',
+        description="tenant id (as reports issues it, 'ten_...') -> target acceptance of "
+        'in-distribution images (JSON, e.g. {"ten_3b08...": 0.99}); each level must be in the '
+        "bundle's ood_detector.acceptance_grid",
     )
 
     quality_min_side_px: int = Field(default=_DEFAULTS.min_side_px, gt=0)

@@ -2,6 +2,9 @@
 statistics are fitted here on the tiny model's embeddings of 20 HAM10000 images. A held-out HAM
 image comes back done; a photo of a rocket launch (not skin, but colourful and sharp, so it passes
 the quality gate) comes back `rejected_ood` naming the detector's rule, and is stored as rejected.
+Tenant b is configured (OOD_TENANT_ACCEPTANCE, keyed by the tenant's id as the reports database
+issues it) for the grid's lenient 0.99 level, whose thresholds let even the rocket through, so the
+tenant id is seen to travel from the gateway through the worker to the verdict.
 
 The tiny model's weights are random, so its embeddings separate skin from non-skin only roughly:
 skimage's rocket lies far from the HAM cluster, while its astronaut and coffee photos do not, and
@@ -27,9 +30,10 @@ from bench.fleet_runner import Fleet
 from contracts.bundle import BundleManifest
 from model_bundle.loader import load_manifest
 from model_bundle.predictor import Predictor
+from scripts.run_fleet import reports_cli, run_migrations
 from services.ood.domain.scoring import knn_score, mahalanobis_score
 from services.reports.db.models import Report
-from tests.e2e.fleet import EMBEDDED, PRODUCTION, running_fleet
+from tests.e2e.fleet import EMBEDDED, PRODUCTION, TENANTS, backends
 from tests.e2e.gateway_calls import bearer, submit_image
 from tests.fixtures.tiny_bundle import write_tiny_bundle
 
@@ -42,6 +46,7 @@ RULE = ("mahalanobis", "knn")
 # among the fitting images times this margin; the held-out HAM images stay below it.
 MARGIN = 1.5
 SHRINKAGE = 0.2  # towards a scaled identity: 20 embeddings barely determine an 8 x 8 covariance
+LENIENT = 0.99
 
 
 def _jpeg(image: Image.Image) -> bytes:
@@ -109,6 +114,7 @@ def detector_bundle_dir(
         "rule": list(RULE),
         "target_acceptance": 0.95,
         "thresholds": thresholds,
+        "acceptance_grid": {f"{LENIENT:.2f}": {name: 2 * rocket_scores[name] for name in RULE}},
         "selection": f"e2e test: max over {FIT_IMAGES} HAM images x {MARGIN}",
     }
     (directory / "bundle.json").write_text(json.dumps(body, indent=2))
@@ -121,14 +127,31 @@ def manifest(detector_bundle_dir: Path) -> BundleManifest:
     return load_manifest(detector_bundle_dir)
 
 
+class LenientTenantFleet(Fleet):
+    """A fleet whose OOD service runs tenant b at the LENIENT acceptance. OOD_TENANT_ACCEPTANCE
+    is keyed by tenant id, which the reports database issues, so the tenant is created (and its
+    id read) after the migrations and before any service starts; Fleet.start then finds it."""
+
+    def start(self) -> None:
+        run_migrations(self.env)
+        tenant_id = reports_cli(self.env, "create-tenant", TENANTS[1]).strip().splitlines()[-1]
+        self.env["OOD_TENANT_ACCEPTANCE"] = json.dumps({tenant_id: LENIENT})
+        super().start()
+
+
 @pytest.fixture(scope="module", params=[PRODUCTION, EMBEDDED])
 def fleet(
     request: pytest.FixtureRequest, detector_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fleet]:
-    """The fleet on the tiny bundle with a detector (overrides conftest's tiny-bundle fleet)."""
+    """The fleet on the tiny bundle with a detector and tenant b at the lenient level
+    (overrides conftest's tiny-bundle fleet)."""
     workdir = tmp_path_factory.mktemp(f"fleet-ood-{request.param}")
-    with running_fleet(request.param, detector_bundle_dir, workdir) as started:
+    with (
+        backends(request.param, workdir) as chosen,
+        LenientTenantFleet(chosen, detector_bundle_dir, workdir, TENANTS) as started,
+    ):
         yield started
+        started.check_alive()
 
 
 def test_a_held_out_ham_image_is_accepted_by_the_detector(
@@ -173,3 +196,17 @@ def test_a_non_skin_photo_is_rejected_ood_by_the_detector_and_stored_as_rejected
     assert report.triage_level is None and report.probabilities is None and not report.has_heatmap
     heatmap = gateway.get(f"/v1/jobs/{job['job_id']}/heatmap.png", headers=bearer(key_a))
     assert heatmap.status_code == 404
+
+
+def test_a_tenant_at_a_lenient_acceptance_gets_that_levels_thresholds(
+    gateway: httpx.Client, key_b: str, rocket_jpeg: bytes, manifest: BundleManifest
+) -> None:
+    response = submit_image(gateway, key_b, "rocket.jpg", rocket_jpeg, Prefer="wait=30")
+
+    assert response.status_code == 200, response.text
+    ood = response.json()["result"]["ood"]
+    assert ood["decision"] == "accepted"
+    assert ood["thresholds"]["target_acceptance"] == LENIENT
+    assert manifest.ood_detector is not None
+    lenient = manifest.ood_detector.acceptance_grid[f"{LENIENT:.2f}"]
+    assert ood["thresholds"]["mahalanobis_max"] == pytest.approx(lenient["mahalanobis"])
