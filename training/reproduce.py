@@ -4,7 +4,8 @@
 
 1. fine-tune EfficientNet-Lite0 (training/configs/effnet_lite0.yaml);
 2. train the CNN + BiLSTM hybrid on that backbone (training/configs/effnet_lite0_bilstm.yaml);
-3. build the bundle from both candidates (the better one on `val` ships), with int8 measured.
+3. build the bundle from both candidates (the better one on `val` ships), with int8 measured;
+4. fit the OOD detector on its train embeddings and measure it (fit_ood, eval_ood).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import logging
 import sys
 import time
 
-from training import build_bundle
+from training import build_bundle, eval_ood, fit_ood
 from training.config import load_config
 from training.train import train
 
 log = logging.getLogger("training.reproduce")
 
+BUNDLE_NAME, BUNDLE_VERSION = "skintriage-effnet-lite0", "1.0.0"
 CONFIGS = ("training/configs/effnet_lite0.yaml", "training/configs/effnet_lite0_bilstm.yaml")
 
 
@@ -39,6 +41,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{minutes:.0f} minutes of training on this machine",
         ]
     )
+    bundle = f"models/{BUNDLE_NAME}/{BUNDLE_VERSION}"
+    fit_ood.main(["--bundle", bundle])
+    eval_ood.main(["--bundle", bundle])
     log.info("make train finished in %.1f min", (time.time() - start) / 60)
 
 

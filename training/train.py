@@ -174,7 +174,7 @@ def train(cfg: TrainConfig, dataset: tuple[list[str], dict[str, SplitData]] | No
         if sample_weights is not None:
             generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
             sampler = WeightedRandomSampler(
-                sample_weights, len(labels), replacement=True, generator=generator
+                sample_weights.tolist(), len(labels), replacement=True, generator=generator
             )
             order = np.fromiter(sampler, dtype=np.int64, count=len(labels))
         else:
