@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 from fastapi import FastAPI
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from contracts.reports import DISCLAIMER
 from services.gateway.adapters.reports_client import ReportsClient
@@ -24,6 +28,30 @@ from services.gateway.logging_config import configure_logging
 _FORM_OVERHEAD_BYTES = 64 * 1024
 # Routes without an upload only ever receive small bodies (or none).
 _DEFAULT_BODY_BYTES = 64 * 1024
+
+DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "dashboard"
+# The dashboard loads nothing from elsewhere: its own files, blob: URLs of images it fetched with
+# the API key, and the camera's stream. The key lives in sessionStorage, so no inline script runs.
+_DASHBOARD_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+class DashboardFiles(StaticFiles):
+    """The clinician dashboard (static HTML/CSS/ES modules, a pure client of the public API)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        """The file, with the dashboard's security headers."""
+        response = await super().get_response(path, scope)
+        response.headers.update(_DASHBOARD_HEADERS)
+        return response
 
 
 def create_app(settings: Settings | None = None, *, publisher: TaskPublisher | None = None) -> FastAPI:
@@ -65,6 +93,8 @@ def create_app(settings: Settings | None = None, *, publisher: TaskPublisher | N
     install_error_handlers(app)
     for module in (images, batches, jobs, reports, health):
         app.include_router(module.router)
+    # Mounted last, so every API route keeps priority; only these static files are open.
+    app.mount("/", DashboardFiles(directory=DASHBOARD_DIR, html=True), name="dashboard")
 
     body_limits = {
         "/v1/images": settings.max_upload_bytes + _FORM_OVERHEAD_BYTES,

@@ -1,0 +1,247 @@
+// One job's report: image with heatmap overlay, probabilities, triage, conformal set, verdict.
+
+import { getBlobUrl, getJob } from "./api.js";
+import { $, el, formatTime, percent, showError, hideError } from "./dom.js";
+
+const POLL_MS = 2000;
+const FINISHED = new Set(["done", "rejected", "failed"]);
+const DEFAULT_DISCLAIMER =
+  "SkinTriage is decision support for trained clinicians, not a diagnosis. " +
+  "Results must be interpreted together with a clinical examination.";
+
+const state = { jobId: null, urls: [], poll: null, returnFocus: null, heatmapShown: true, generation: 0 };
+
+function revokeUrls() {
+  state.urls.forEach((url) => URL.revokeObjectURL(url));
+  state.urls = [];
+}
+
+function applyHeatmapToggle() {
+  const toggle = $("#heatmap-toggle");
+  const heatmap = $("#report-heatmap");
+  toggle.setAttribute("aria-pressed", String(state.heatmapShown));
+  heatmap.hidden = !state.heatmapShown || !heatmap.dataset.loaded;
+}
+
+function field(label, value) {
+  return el("div", { class: "kv" }, [el("span", { class: "k" }, label), el("span", { class: "v" }, value)]);
+}
+
+function renderTriage(job) {
+  const box = $("#report-triage");
+  const result = job.result;
+  const prediction = result && result.prediction;
+  const level = (result && result.triage_level) || (prediction && prediction.triage_level) || "";
+  box.className = `triage-box triage-${level || "none"}`;
+  box.dataset.triage = level;
+  if (level && prediction) {
+    box.replaceChildren(
+      el("h3", {}, "Triage"),
+      el("p", { class: "level" }, level),
+      el("p", {}, `Malignant probability ${percent(prediction.malignant_probability)}; ` +
+        `decided by threshold ${percent(prediction.triage_threshold)}`),
+    );
+  } else {
+    const why = job.status === "rejected" ? "no triage level: the image was rejected"
+      : job.status === "failed" ? `no triage level: the job failed${job.error_code ? ` (${job.error_code})` : ""}`
+        : `no triage level yet (${job.status})`;
+    box.replaceChildren(el("h3", {}, "Triage"), el("p", { class: "level" }, job.status), el("p", {}, why));
+  }
+}
+
+function renderProbabilities(prediction) {
+  const bars = $("#report-probabilities");
+  if (!prediction) {
+    bars.replaceChildren(el("p", { class: "muted" }, "No probabilities (no prediction is shown for this job)."));
+    return;
+  }
+  const entries = Object.entries(prediction.probabilities).sort((a, b) => b[1] - a[1]);
+  bars.replaceChildren(...entries.map(([name, p]) => {
+    const fill = el("span", { class: "fill" });
+    fill.style.setProperty("width", `${Math.max(0, Math.min(1, p)) * 100}%`);
+    const inSet = prediction.conformal_set.includes(name);
+    return el("div", {
+      class: `prob-bar${name === prediction.top_class ? " top" : ""}${inSet ? " in-set" : ""}`,
+      "data-testid": "prob-bar",
+      "data-class": name,
+      role: "img",
+      "aria-label": `${name} ${percent(p)}`,
+    }, [
+      el("span", { class: "name" }, name),
+      el("span", { class: "track" }, [fill]),
+      el("span", { class: "pct" }, percent(p)),
+    ]);
+  }));
+}
+
+function renderConformal(prediction) {
+  const node = $("#report-conformal");
+  if (!prediction) {
+    node.replaceChildren(el("h3", {}, "Plausible conditions"), el("p", { class: "muted" }, "—"));
+    return;
+  }
+  node.replaceChildren(
+    el("h3", {}, "Plausible conditions"),
+    el("ul", { class: "chips" }, prediction.conformal_set.map((name) => el("li", {}, name))),
+    el("p", { class: "muted" }, `Conformal set at ${percent(prediction.conformal_coverage)} coverage`),
+  );
+}
+
+function renderVerdict(job) {
+  const node = $("#report-verdict");
+  const ood = job.result && job.result.ood;
+  if (!ood) {
+    node.replaceChildren(el("h3", {}, "Verdict"), el("p", {}, FINISHED.has(job.status) ? "no OOD verdict recorded" : "pending"));
+    node.dataset.decision = "";
+    return;
+  }
+  node.dataset.decision = ood.decision;
+  const scores = Object.entries(ood.scores || {}).map(([name, value]) => {
+    const limit = ood.thresholds && ood.thresholds[name];
+    const shown = typeof value === "number" ? value.toFixed(3) : String(value);
+    return el("li", {}, `${name}: ${shown}${typeof limit === "number" ? ` (threshold ${limit.toFixed(3)})` : ""}`);
+  });
+  node.replaceChildren(
+    el("h3", {}, "Verdict"),
+    el("p", { class: `verdict verdict-${ood.decision}` }, ood.decision),
+    ood.rule ? el("p", {}, `Rule: ${ood.rule}`) : null,
+    ood.reasons && ood.reasons.length ? el("ul", { class: "reasons" }, ood.reasons.map((r) => el("li", {}, r))) : null,
+    scores.length ? el("details", {}, [el("summary", {}, "Scores"), el("ul", { class: "scores" }, scores)]) : null,
+  );
+}
+
+function renderMeta(job) {
+  const result = job.result;
+  const model = result && result.model;
+  $("#report-model").replaceChildren(
+    el("h3", {}, "Model"),
+    model ? field("name", model.name) : field("model", "—"),
+    model ? field("version", model.version) : null,
+  );
+  const meta = job.metadata || {};
+  $("#report-timestamps").replaceChildren(
+    el("h3", {}, "Job"),
+    field("job id", job.job_id),
+    field("status", job.status),
+    meta.patient_ref ? field("patient ref", meta.patient_ref) : null,
+    meta.body_site ? field("body site", meta.body_site) : null,
+    meta.age !== null && meta.age !== undefined ? field("age", String(meta.age)) : null,
+    meta.sex ? field("sex", meta.sex) : null,
+    field("created", formatTime(job.created_at)),
+    field("updated", formatTime(job.updated_at)),
+    result ? field("completed", formatTime(result.completed_at)) : null,
+  );
+  $("#report-disclaimer").textContent = (result && result.disclaimer) || DEFAULT_DISCLAIMER;
+}
+
+async function loadImages(job, generation) {
+  const image = $("#report-image");
+  const heatmap = $("#report-heatmap");
+  if (!image.dataset.loaded) {
+    try {
+      const url = await getBlobUrl(`/v1/jobs/${encodeURIComponent(job.job_id)}/image`);
+      if (generation !== state.generation) return URL.revokeObjectURL(url);
+      state.urls.push(url);
+      image.src = url;
+      image.dataset.loaded = "1";
+    } catch (exc) {
+      showError($("#report-error"), exc);
+    }
+  }
+  if (!heatmap.dataset.loaded && job.result && job.result.has_heatmap) {
+    try {
+      const url = await getBlobUrl(`/v1/jobs/${encodeURIComponent(job.job_id)}/heatmap.png`);
+      if (generation !== state.generation) return URL.revokeObjectURL(url);
+      state.urls.push(url);
+      heatmap.src = url;
+      heatmap.dataset.loaded = "1";
+      $("#heatmap-toggle").disabled = false;
+      applyHeatmapToggle();
+    } catch (exc) {
+      showError($("#report-error"), exc);
+    }
+  }
+}
+
+async function load(jobId, generation) {
+  try {
+    const job = await getJob(jobId);
+    if (generation !== state.generation) return;
+    hideError($("#report-error"));
+    $("#report-view").dataset.status = job.status;
+    $("#report-status").textContent = FINISHED.has(job.status) ? "" : `Job is ${job.status}; this view updates itself.`;
+    renderTriage(job);
+    renderVerdict(job);
+    renderProbabilities(job.result && job.result.prediction);
+    renderConformal(job.result && job.result.prediction);
+    renderMeta(job);
+    await loadImages(job, generation);
+    if (!FINISHED.has(job.status) && generation === state.generation) {
+      state.poll = setTimeout(() => load(jobId, generation), POLL_MS);
+    }
+  } catch (exc) {
+    if (generation === state.generation) showError($("#report-error"), exc);
+  }
+}
+
+function reset() {
+  state.generation += 1;
+  clearTimeout(state.poll);
+  revokeUrls();
+  for (const id of ["#report-image", "#report-heatmap"]) {
+    const img = $(id);
+    img.removeAttribute("src");
+    delete img.dataset.loaded;
+  }
+  $("#heatmap-toggle").disabled = true;
+  applyHeatmapToggle();
+  hideError($("#report-error"));
+  for (const id of ["#report-triage", "#report-verdict", "#report-probabilities", "#report-conformal", "#report-model", "#report-timestamps"]) {
+    $(id).replaceChildren();
+  }
+  $("#report-status").textContent = "Loading…";
+  $("#report-disclaimer").textContent = DEFAULT_DISCLAIMER;
+}
+
+export function openReport(jobId) {
+  if (state.jobId !== jobId || $("#report-view").hidden) {
+    if ($("#report-view").hidden) state.returnFocus = document.activeElement;
+    reset();
+    state.jobId = jobId;
+    $("#report-view").dataset.jobId = jobId;
+    $("#report-title").textContent = `Report ${jobId.slice(0, 8)}`;
+    $("#report-view").hidden = false;
+    document.body.classList.add("report-open");
+    $("#report-close").focus();
+    load(jobId, state.generation);
+  }
+}
+
+export function closeReport() {
+  if ($("#report-view").hidden) return;
+  const closedId = state.jobId;
+  reset();
+  state.jobId = null;
+  $("#report-view").hidden = true;
+  document.body.classList.remove("report-open");
+  const back = state.returnFocus;
+  state.returnFocus = null;
+  // The worklist re-renders every few seconds: find the row of this job again.
+  const row = closedId && document.querySelector(`#worklist-body tr[data-job-id="${CSS.escape(closedId)}"]`);
+  if (row) row.focus();
+  else if (back && document.contains(back)) back.focus();
+}
+
+export function initReport(requestClose) {
+  $("#report-close").addEventListener("click", requestClose);
+  $("#report-view").addEventListener("keydown", (event) => {
+    if (event.key === "Escape") requestClose();
+  });
+  $("#report-view").addEventListener("click", (event) => {
+    if (event.target === $("#report-view")) requestClose(); // the backdrop
+  });
+  $("#heatmap-toggle").addEventListener("click", () => {
+    state.heatmapShown = !state.heatmapShown;
+    applyHeatmapToggle();
+  });
+}

@@ -1,0 +1,166 @@
+// The worklist: GET /v1/reports, newest first, filtered, cursor-paged, refreshed every ~3 s.
+
+import { ApiError, listReports } from "./api.js";
+import { $, el, formatTime, percent, showError, hideError } from "./dom.js";
+
+const REFRESH_MS = 3000;
+const PAGE_SIZE = 25;
+
+const state = {
+  cursors: [null], // cursor of each page seen; the last one is the current page
+  nextCursor: null,
+  timer: null,
+  controller: null,
+  onOpen: () => {},
+  running: false,
+};
+
+/** Local date "YYYY-MM-DD" -> ISO instant of that day's local midnight (+ days). */
+function dayStart(value, plusDays = 0) {
+  if (!value) return undefined;
+  const [y, m, d] = value.split("-").map(Number);
+  return new Date(y, m - 1, d + plusDays).toISOString();
+}
+
+function filters() {
+  return {
+    triage_level: $("#filter-triage").value,
+    ood_decision: $("#filter-verdict").value,
+    status: $("#filter-status").value,
+    patient_ref: $("#filter-patient").value.trim(),
+    since: dayStart($("#filter-from").value),
+    until: dayStart($("#filter-to").value, 1), // the "to" day is included
+  };
+}
+
+/** What the triage cell says: the level when there is one, else the job's state. */
+export function triageOf(job) {
+  const result = job.result;
+  return (result && (result.triage_level || (result.prediction && result.prediction.triage_level))) || "";
+}
+
+function verdictOf(job) {
+  const ood = job.result && job.result.ood;
+  return ood ? ood.decision : "";
+}
+
+function row(job) {
+  const triage = triageOf(job);
+  const prediction = job.result && job.result.prediction;
+  const meta = job.metadata || {};
+  const label = triage || job.status;
+  const tr = el("tr", {
+    class: `row triage-${triage || "none"} status-${job.status}`,
+    tabindex: "0",
+    "data-testid": "worklist-row",
+    "data-job-id": job.job_id,
+    "data-triage": triage,
+    "data-status": job.status,
+    "aria-label": `${label} job created ${formatTime(job.created_at)}`,
+  }, [
+    el("td", {}, [el("time", { datetime: job.created_at }, formatTime(job.created_at))]),
+    el("td", {}, [el("span", { class: `pill pill-${triage || job.status}`, "data-testid": "row-triage" }, label)]),
+    el("td", { class: "patient" }, meta.patient_ref || "—"),
+    el("td", { class: "opt" }, meta.body_site || "—"),
+    el("td", { class: "opt" }, prediction ? `${prediction.top_class} (${percent(prediction.probabilities[prediction.top_class])})` : "—"),
+    el("td", { "data-testid": "row-verdict" }, verdictOf(job) || (job.error_code ? job.error_code : "—")),
+    el("td", { class: "opt" }, job.status),
+  ]);
+  tr.addEventListener("click", () => state.onOpen(job.job_id));
+  tr.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      state.onOpen(job.job_id);
+    }
+  });
+  return tr;
+}
+
+function render(page) {
+  const body = $("#worklist-body");
+  const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest("tr[data-job-id]");
+  const focusedId = focused ? focused.dataset.jobId : null;
+  body.replaceChildren(...page.items.map(row));
+  if (focusedId) {
+    const again = body.querySelector(`tr[data-job-id="${CSS.escape(focusedId)}"]`);
+    if (again) again.focus({ preventScroll: true });
+  }
+  $("#worklist-empty").hidden = page.items.length > 0;
+  state.nextCursor = page.next_cursor || null;
+  $("#worklist-next").disabled = !state.nextCursor;
+  $("#worklist-prev").disabled = state.cursors.length <= 1;
+  $("#worklist-page").textContent = `page ${state.cursors.length}`;
+  $("#worklist-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+}
+
+/** Fetch the current page now (and keep refreshing). */
+export async function refresh() {
+  if (!state.running) return;
+  if (state.controller) state.controller.abort();
+  const controller = new AbortController();
+  state.controller = controller;
+  try {
+    const cursor = state.cursors[state.cursors.length - 1];
+    const page = await listReports({ ...filters(), limit: PAGE_SIZE, cursor }, controller.signal);
+    if (controller.signal.aborted) return;
+    hideError($("#worklist-error"));
+    render(page);
+  } catch (exc) {
+    if (exc && exc.name === "AbortError") return;
+    if (exc instanceof ApiError && exc.code === "cursor.invalid") {
+      state.cursors = [null];
+    }
+    showError($("#worklist-error"), exc);
+  } finally {
+    if (state.controller === controller) state.controller = null;
+  }
+}
+
+function restartFromFirstPage() {
+  state.cursors = [null];
+  refresh();
+}
+
+export function startWorklist(onOpen) {
+  state.onOpen = onOpen;
+  state.running = true;
+  state.cursors = [null];
+  refresh();
+  clearInterval(state.timer);
+  state.timer = setInterval(() => {
+    if (!document.hidden) refresh();
+  }, REFRESH_MS);
+}
+
+export function stopWorklist() {
+  state.running = false;
+  clearInterval(state.timer);
+  state.timer = null;
+  if (state.controller) state.controller.abort();
+  $("#worklist-body").replaceChildren();
+}
+
+export function initWorklist() {
+  for (const id of ["#filter-triage", "#filter-verdict", "#filter-status", "#filter-from", "#filter-to"]) {
+    $(id).addEventListener("change", restartFromFirstPage);
+  }
+  let typing = null;
+  $("#filter-patient").addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(restartFromFirstPage, 300);
+  });
+  $("#filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    restartFromFirstPage();
+  });
+  $("#worklist-next").addEventListener("click", () => {
+    if (!state.nextCursor) return;
+    state.cursors.push(state.nextCursor);
+    refresh();
+  });
+  $("#worklist-prev").addEventListener("click", () => {
+    if (state.cursors.length <= 1) return;
+    state.cursors.pop();
+    refresh();
+  });
+}
