@@ -41,3 +41,8 @@ export function hideError(node) {
   node.textContent = "";
   delete node.dataset.code;
 }
+
+/** Replace a node's children, skipping null/undefined (conditional parts). */
+export function fill(node, ...children) {
+  node.replaceChildren(...children.filter((child) => child !== null && child !== undefined && child !== false));
+}

@@ -1,7 +1,7 @@
 // One job's report: image with heatmap overlay, probabilities, triage, conformal set, verdict.
 
 import { getBlobUrl, getJob } from "./api.js";
-import { $, el, formatTime, percent, showError, hideError } from "./dom.js";
+import { $, el, fill, formatTime, percent, showError, hideError } from "./dom.js";
 
 const POLL_MS = 2000;
 const FINISHED = new Set(["done", "rejected", "failed"]);
@@ -20,6 +20,7 @@ function applyHeatmapToggle() {
   const toggle = $("#heatmap-toggle");
   const heatmap = $("#report-heatmap");
   toggle.setAttribute("aria-pressed", String(state.heatmapShown));
+  toggle.textContent = `Heatmap overlay: ${state.heatmapShown ? "on" : "off"}`;
   heatmap.hidden = !state.heatmapShown || !heatmap.dataset.loaded;
 }
 
@@ -101,7 +102,8 @@ function renderVerdict(job) {
     const shown = typeof value === "number" ? value.toFixed(3) : String(value);
     return el("li", {}, `${name}: ${shown}${typeof limit === "number" ? ` (threshold ${limit.toFixed(3)})` : ""}`);
   });
-  node.replaceChildren(
+  fill(
+    node,
     el("h3", {}, "Verdict"),
     el("p", { class: `verdict verdict-${ood.decision}` }, ood.decision),
     ood.rule ? el("p", {}, `Rule: ${ood.rule}`) : null,
@@ -113,13 +115,15 @@ function renderVerdict(job) {
 function renderMeta(job) {
   const result = job.result;
   const model = result && result.model;
-  $("#report-model").replaceChildren(
+  fill(
+    $("#report-model"),
     el("h3", {}, "Model"),
     model ? field("name", model.name) : field("model", "—"),
     model ? field("version", model.version) : null,
   );
   const meta = job.metadata || {};
-  $("#report-timestamps").replaceChildren(
+  fill(
+    $("#report-timestamps"),
     el("h3", {}, "Job"),
     field("job id", job.job_id),
     field("status", job.status),
