@@ -10,6 +10,7 @@ CONFIG  ?= training/configs/effnet_lite0.yaml
 ARGS    ?=
 TENANT  ?= demo
 PYTEST_ARGS ?=
+CHROMIUM ?= /usr/bin/chromium
 # torch is deliberately not in pyproject.toml: this pin takes the CPU wheel on the machine (a plain
 # `torch` requirement would pull the newest CUDA build, several GB). It is installed before the
 # `train` extra so that extra's torch requirement is already satisfied.
@@ -23,7 +24,7 @@ COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose
 	$(PY) -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-ci lint bench train evaluate compose-up compose-config \
+.PHONY: help install chromium run test test-ci lint bench train evaluate compose-up compose-config \
 	k8s-validate migrate api-key clean kfold fit-ood eval-ood
 
 help: ## list the targets
@@ -36,7 +37,19 @@ install: ## create the venv and install serving, training and dev dependencies (
 	$(PIP) install -qq $(TORCH)
 	$(PIP) install -qq -e '.[train,dev]' $(DEPLOY_TOOLS)
 	@$(PY) -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'
+	@$(MAKE) --no-print-directory chromium
 	@echo "installed into $(VENV)"
+
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright, never a browser that
+# `playwright install` would download (it cannot here). Installed as root; otherwise a hint, and the
+# browser tests skip (they fail under SKINTRIAGE_REQUIRE_SERVICES=1).
+chromium: ## install Debian's Chromium for the browser tests (apt-get, as root) if it is missing
+	@if [ -x $(CHROMIUM) ]; then echo "chromium: $(CHROMIUM)"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "chromium is missing: run 'sudo apt-get install chromium' (tests/browser skip without it)"; \
+	fi
 
 run: ## run the embedded fleet locally (SQLite + SQLite broker, no Docker); Ctrl-C stops it
 	$(PY) scripts/run_fleet.py
