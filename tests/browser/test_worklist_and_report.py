@@ -1,0 +1,168 @@
+"""A lesion photo uploaded from the dashboard shows up triaged in the worklist by itself, and its
+report shows the image, heatmap, probabilities, triage, conformal set, verdict, model and the
+decision-support disclaimer. Screenshots of both views are left in test-artifacts/browser/."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from bench.fleet_runner import Fleet
+from contracts.bundle import BundleManifest
+from tests.browser.dashboard import (
+    JOB_TIMEOUT_MS,
+    TRIAGE_LEVEL,
+    by_id,
+    expect_report_of,
+    is_png,
+    open_report,
+    row_of,
+    show_only_patient,
+    submitted_job_id,
+    upload,
+)
+from tests.e2e.gateway_calls import bearer
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.shipped_bundle]
+
+# Indices into `ham_images` of lesions the shipped bundle accepts (its OOD rule turns away ~5% of
+# HAM10000 images, e.g. ISIC_0024312 and ISIC_0024332 of those 24; the model is deterministic):
+# ISIC_0024310 is triaged urgent, ISIC_0024318 monitor.
+UPLOADED, OPENED = 4, 11
+
+
+def _patient() -> str:
+    return f"PT-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def done_job(gateway: httpx.Client, key_a: str, ham_images: list[Path]) -> dict[str, Any]:
+    """A HAM lesion submitted through the API and finished (done), with its own patient ref."""
+    path = ham_images[OPENED]
+    response = gateway.post(
+        "/v1/images",
+        files={"file": (path.name, path.read_bytes(), "image/jpeg")},
+        data={"patient_ref": _patient(), "body_site": "back", "age": "54", "sex": "female"},
+        headers=bearer(key_a, Prefer="wait=30"),
+    )
+    assert response.status_code == 200, response.text
+    job: dict[str, Any] = response.json()
+    assert job["status"] == "done", job["result"]["ood"] if job.get("result") else job
+    return job
+
+
+def test_an_uploaded_lesion_appears_triaged_in_the_worklist_without_a_reload(
+    dashboard: Page, ham_images: list[Path], artifacts: Path
+) -> None:
+    # A marker on the window survives only if the page is never reloaded or navigated away.
+    dashboard.evaluate("window.__sameDocument = true")
+
+    upload(dashboard, [ham_images[UPLOADED]], patient_ref=_patient(), site="forearm", age="61", sex="male")
+    job_id = submitted_job_id(dashboard)
+
+    row = row_of(dashboard, job_id)
+    expect(row).to_have_attribute("data-status", "done", timeout=JOB_TIMEOUT_MS)
+    expect(row).to_have_attribute("data-triage", TRIAGE_LEVEL)
+    triage = row.get_attribute("data-triage")
+    assert triage
+    expect(row.get_by_test_id("row-triage")).to_have_text(re.compile(triage, re.IGNORECASE))
+    assert dashboard.evaluate("window.__sameDocument === true")
+    shot = artifacts / "worklist.png"
+    dashboard.screenshot(path=shot, full_page=True)
+    assert is_png(shot)
+
+
+def test_the_report_shows_image_probabilities_triage_conformal_set_verdict_model_and_disclaimer(
+    dashboard: Page, done_job: dict[str, Any], shipped_manifest: BundleManifest, artifacts: Path
+) -> None:
+    result = done_job["result"]
+    prediction = result["prediction"]
+    show_only_patient(dashboard, done_job["metadata"]["patient_ref"])
+
+    view = open_report(dashboard, done_job["job_id"])
+
+    image = by_id(dashboard, "report-image")
+    expect(image).to_be_visible()
+    dashboard.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    bars = view.get_by_test_id("prob-bar")
+    expect(bars).to_have_count(len(shipped_manifest.classes))
+    shown = {bars.nth(i).get_attribute("data-class") for i in range(bars.count())}
+    assert shown == {c.code for c in shipped_manifest.classes}
+    expect(by_id(dashboard, "report-triage")).to_contain_text(result["triage_level"])
+    for code in prediction["conformal_set"]:
+        expect(by_id(dashboard, "report-conformal")).to_contain_text(code)
+    expect(by_id(dashboard, "report-verdict")).to_contain_text("accepted")
+    expect(by_id(dashboard, "report-model")).to_contain_text(shipped_manifest.name)
+    expect(by_id(dashboard, "report-model")).to_contain_text(shipped_manifest.version)
+    expect(by_id(dashboard, "report-timestamps")).not_to_be_empty()
+    disclaimer = by_id(dashboard, "report-disclaimer")
+    expect(disclaimer).to_contain_text("decision support")
+    expect(disclaimer).to_contain_text("not a diagnosis")
+    expect(by_id(dashboard, "report-heatmap")).to_be_visible()
+    shot = artifacts / "report-view.png"
+    dashboard.screenshot(path=shot, full_page=True)
+    assert is_png(shot)
+
+
+def test_the_heatmap_toggle_hides_and_shows_the_overlay(dashboard: Page, done_job: dict[str, Any]) -> None:
+    show_only_patient(dashboard, done_job["metadata"]["patient_ref"])
+    open_report(dashboard, done_job["job_id"])
+    heatmap = by_id(dashboard, "report-heatmap")
+    toggle = by_id(dashboard, "heatmap-toggle")
+    expect(heatmap).to_be_visible()
+    dashboard.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=heatmap.element_handle())
+    size = heatmap.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert size[0] > 0 and size[1] > 0
+
+    toggle.click()
+    expect(heatmap).to_be_hidden()
+
+    toggle.click()
+    expect(heatmap).to_be_visible()
+
+
+def test_the_report_closes_back_to_the_worklist(dashboard: Page, done_job: dict[str, Any]) -> None:
+    show_only_patient(dashboard, done_job["metadata"]["patient_ref"])
+    open_report(dashboard, done_job["job_id"])
+
+    by_id(dashboard, "report-close").click()
+
+    expect(by_id(dashboard, "report-view")).to_be_hidden()
+    expect(by_id(dashboard, "worklist")).to_be_visible()
+
+
+def test_enter_on_a_focused_worklist_row_opens_its_report(dashboard: Page, done_job: dict[str, Any]) -> None:
+    show_only_patient(dashboard, done_job["metadata"]["patient_ref"])
+    row = row_of(dashboard, done_job["job_id"])
+    expect(row).to_be_visible()
+
+    row.focus()
+    expect(row).to_be_focused()
+    dashboard.keyboard.press("Enter")
+
+    expect_report_of(dashboard, done_job["job_id"])
+    expect(by_id(dashboard, "report-disclaimer")).to_contain_text("not a diagnosis")
+
+
+def test_a_deep_link_opens_the_jobs_report(dashboard: Page, fleet: Fleet, done_job: dict[str, Any]) -> None:
+    dashboard.goto(f"{fleet.gateway_url}/#/jobs/{done_job['job_id']}")
+
+    expect_report_of(dashboard, done_job["job_id"])
+    expect(by_id(dashboard, "report-triage")).to_contain_text(done_job["result"]["triage_level"])
+
+
+def test_the_patient_filter_shows_only_that_patients_jobs(dashboard: Page, done_job: dict[str, Any]) -> None:
+    rows = dashboard.get_by_test_id("worklist-row")
+
+    show_only_patient(dashboard, done_job["metadata"]["patient_ref"])
+
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-job-id", done_job["job_id"])
+    show_only_patient(dashboard, _patient())
+    expect(rows).to_have_count(0)
