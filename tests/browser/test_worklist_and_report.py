@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.shipped_bundle]
 # HAM10000 images, e.g. ISIC_0024312 and ISIC_0024332 of those 24; the model is deterministic):
 # ISIC_0024310 is triaged urgent, ISIC_0024318 monitor.
 UPLOADED, OPENED = 4, 11
+TAB_LIMIT = 20
 
 
 def _patient() -> str:
@@ -150,11 +151,40 @@ def test_enter_on_a_focused_worklist_row_opens_its_report(dashboard: Page, done_
     expect(by_id(dashboard, "report-disclaimer")).to_contain_text("not a diagnosis")
 
 
+def test_tab_reaches_a_worklist_row_from_the_filters(dashboard: Page, done_job: dict[str, Any]) -> None:
+    show_only_patient(dashboard, done_job["metadata"]["patient_ref"])
+    row = row_of(dashboard, done_job["job_id"])
+    expect(row).to_be_visible()
+
+    # From the last filter, Tab walks the date fields' parts, then reaches the first row.
+    by_id(dashboard, "filter-to").focus()
+    for _ in range(TAB_LIMIT):
+        dashboard.keyboard.press("Tab")
+        if row.evaluate("tr => tr === document.activeElement"):
+            break
+
+    expect(row).to_be_focused()
+    dashboard.keyboard.press("Enter")
+    expect_report_of(dashboard, done_job["job_id"])
+
+
 def test_a_deep_link_opens_the_jobs_report(dashboard: Page, fleet: Fleet, done_job: dict[str, Any]) -> None:
     dashboard.goto(f"{fleet.gateway_url}/#/jobs/{done_job['job_id']}")
 
     expect_report_of(dashboard, done_job["job_id"])
     expect(by_id(dashboard, "report-triage")).to_contain_text(done_job["result"]["triage_level"])
+
+
+def test_the_triage_filter_shows_only_jobs_of_that_level(dashboard: Page, done_job: dict[str, Any]) -> None:
+    level = done_job["result"]["triage_level"]
+    rows = dashboard.get_by_test_id("worklist-row")
+    expect(row_of(dashboard, done_job["job_id"])).to_be_visible()
+
+    by_id(dashboard, "filter-triage").select_option(level)
+
+    expect(row_of(dashboard, done_job["job_id"])).to_be_visible()
+    expect(dashboard.locator(f'[data-testid="worklist-row"]:not([data-triage="{level}"])')).to_have_count(0)
+    assert rows.count() >= 1
 
 
 def test_the_patient_filter_shows_only_that_patients_jobs(dashboard: Page, done_job: dict[str, Any]) -> None:
