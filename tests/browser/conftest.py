@@ -152,7 +152,10 @@ def _require_chromium() -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: while the sync API is started its event loop counts as running in
+# this thread, and every async test after tests/browser would fail with "Runner.run() cannot be
+# called from a running event loop".
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     _require_chromium()
     with sync_playwright() as started:
@@ -163,7 +166,7 @@ def _launch(playwright: Playwright, extra_args: list[str]) -> Browser:
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS + extra_args)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     """Headless Debian Chromium."""
     launched = _launch(playwright, [])
@@ -171,7 +174,7 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     launched.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def camera_browser(playwright: Playwright) -> Iterator[Browser]:
     """Headless Debian Chromium with a fake camera that needs no permission prompt."""
     launched = _launch(playwright, CAMERA_ARGS)
