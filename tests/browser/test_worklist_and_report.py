@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.shipped_bundle]
 # ISIC_0024310 is triaged urgent, ISIC_0024318 monitor.
 UPLOADED, OPENED = 4, 11
 TAB_LIMIT = 20
+WORKLIST_PAGE = 25  # rows per worklist page (the dashboard's page size)
 
 
 def _patient() -> str:
@@ -196,3 +197,32 @@ def test_the_patient_filter_shows_only_that_patients_jobs(dashboard: Page, done_
     expect(rows.first).to_have_attribute("data-job-id", done_job["job_id"])
     show_only_patient(dashboard, _patient())
     expect(rows).to_have_count(0)
+
+
+def test_older_and_newer_page_through_more_jobs_than_one_page_holds(
+    dashboard: Page, gateway: httpx.Client, key_a: str, ham_images: list[Path]
+) -> None:
+    patient = _patient()
+    paths = [ham_images[i % len(ham_images)] for i in range(WORKLIST_PAGE + 1)]
+    accepted = gateway.post(
+        "/v1/batches",
+        files=[("files", (path.name, path.read_bytes(), "image/jpeg")) for path in paths],
+        data={"patient_ref": patient},
+        headers=bearer(key_a),
+    )
+    assert accepted.status_code == 202, accepted.text
+    submitted = {item["job_id"] for item in accepted.json()["items"]}
+    rows = dashboard.get_by_test_id("worklist-row")
+    show_only_patient(dashboard, patient)
+    expect(rows).to_have_count(WORKLIST_PAGE)
+    first_page = {rows.nth(i).get_attribute("data-job-id") for i in range(WORKLIST_PAGE)}
+
+    by_id(dashboard, "worklist-next").click()
+
+    expect(rows).to_have_count(1)
+    expect(by_id(dashboard, "worklist-next")).to_be_disabled()
+    last = rows.first.get_attribute("data-job-id")
+    assert first_page | {last} == submitted
+    by_id(dashboard, "worklist-prev").click()
+    expect(rows).to_have_count(WORKLIST_PAGE)
+    expect(by_id(dashboard, "worklist-prev")).to_be_disabled()
