@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,8 +129,10 @@ def key_b(fleet: Fleet) -> str:
 
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
-    """test-artifacts/browser/: screenshots the tests leave for people to look at."""
+    """test-artifacts/browser/: screenshots the tests leave for people to look at (the failure
+    screenshots of an earlier run are removed, so what is there belongs to this run)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(ARTIFACTS / "failures", ignore_errors=True)
     return ARTIFACTS
 
 
