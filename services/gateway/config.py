@@ -7,27 +7,9 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-MIB = 1024 * 1024
+from contracts.secrets import check_internal_token
 
-# Values that mean "nobody set this"; refusing them stops a deploy from running with a known token.
-_PLACEHOLDERS = frozenset(
-    {
-        "changeme",
-        "change-me",
-        "changethis",
-        "change_me",
-        "placeholder",
-        "secret",
-        "token",
-        "xxx",
-        "todo",
-        "none",
-        "null",
-        "default",
-        "example",
-        "internal-token",
-    }
-)
+MIB = 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -64,12 +46,7 @@ class Settings(BaseSettings):
     @field_validator("internal_token")
     @classmethod
     def _real_token(cls, value: SecretStr) -> SecretStr:
-        token = value.get_secret_value().strip()
-        if not token:
-            raise ValueError("GATEWAY_INTERNAL_TOKEN must be set")
-        if token.lower() in _PLACEHOLDERS or (token.startswith("<") and token.endswith(">")):
-            raise ValueError("GATEWAY_INTERNAL_TOKEN is a placeholder; set a real secret")
-        return SecretStr(token)
+        return check_internal_token(value)
 
     @field_validator("reports_url")
     @classmethod

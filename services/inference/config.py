@@ -8,26 +8,11 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.secrets import check_internal_token
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "1.0.0"
 EMBEDDED_BROKER_URL = "sqla+sqlite:///var/celery-broker.db"
-
-# Values copied from examples and templates that must never reach a running service.
-_PLACEHOLDER_TOKENS = frozenset(
-    {
-        "changeme",
-        "change-me",
-        "change_me",
-        "changethis",
-        "placeholder",
-        "secret",
-        "token",
-        "xxx",
-        "todo",
-        "none",
-        "null",
-    }
-)
 
 
 class Settings(BaseSettings):
@@ -55,16 +40,7 @@ class Settings(BaseSettings):
     @field_validator("internal_token")
     @classmethod
     def _real_token(cls, value: SecretStr) -> SecretStr:
-        raw = value.get_secret_value().strip()
-        if not raw:
-            raise ValueError("must be set to a non-empty secret")
-        if (
-            raw.lower() in _PLACEHOLDER_TOKENS
-            or raw.lower().startswith("change")
-            or raw.startswith(("<", "${"))
-        ):
-            raise ValueError("is a placeholder; set a real secret")
-        return value
+        return check_internal_token(value)
 
     @field_validator("ood_url", "reports_url")
     @classmethod

@@ -8,38 +8,13 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.secrets import check_internal_token
 from services.ood.domain.decision import QualityThresholds
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "1.0.0"
 
-# Values copied from examples and templates that must never reach a running service.
-_PLACEHOLDER_TOKENS = frozenset(
-    {
-        "changeme",
-        "change-me",
-        "change_me",
-        "changethis",
-        "placeholder",
-        "secret",
-        "token",
-        "xxx",
-        "todo",
-        "none",
-        "null",
-    }
-)
 _DEFAULTS = QualityThresholds()
-
-
-def check_secret(value: SecretStr) -> SecretStr:
-    """Refuse an empty or placeholder secret so a misconfigured service fails at start-up."""
-    raw = value.get_secret_value().strip()
-    if not raw:
-        raise ValueError("must be set to a non-empty secret")
-    if raw.lower() in _PLACEHOLDER_TOKENS or raw.lower().startswith("change") or raw.startswith(("<", "${")):
-        raise ValueError("is a placeholder; set a real secret")
-    return value
 
 
 class Settings(BaseSettings):
@@ -71,7 +46,7 @@ class Settings(BaseSettings):
     @field_validator("internal_token")
     @classmethod
     def _real_token(cls, value: SecretStr) -> SecretStr:
-        return check_secret(value)
+        return check_internal_token(value)
 
     @field_validator("tenant_acceptance")
     @classmethod

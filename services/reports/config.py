@@ -8,13 +8,10 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.secrets import check_internal_token
+
 DEFAULT_DATABASE_URL = "sqlite:///var/skintriage.db"
 DATABASE_URL_ENV = "REPORTS_DATABASE_URL"
-
-# Values copied from examples and templates; a deployment that still carries one is misconfigured.
-_PLACEHOLDER_SECRETS = frozenset(
-    {"change-me", "changeme", "change_me", "changethis", "secret", "token", "placeholder", "todo", "xxx"}
-)
 
 
 class Settings(BaseSettings):
@@ -31,12 +28,7 @@ class Settings(BaseSettings):
     @field_validator("internal_token")
     @classmethod
     def _real_secret(cls, value: SecretStr) -> SecretStr:
-        token = value.get_secret_value().strip()
-        if not token:
-            raise ValueError("REPORTS_INTERNAL_TOKEN must not be empty")
-        if token.lower() in _PLACEHOLDER_SECRETS or token.lower().startswith("change"):
-            raise ValueError("REPORTS_INTERNAL_TOKEN is a placeholder; set a real secret")
-        return value
+        return check_internal_token(value)
 
     @field_validator("database_url")
     @classmethod
