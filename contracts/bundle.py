@@ -27,12 +27,47 @@ class ClassInfo(_Strict):
     malignant: bool = Field(description="counts towards the urgent (suspected malignant) score")
 
 
-class Preprocessing(_Strict):
-    """Every constant needed to turn an RGB image into the model's input tensor."""
+class ColourConstancy(_Strict):
+    """Colour constancy applied to the resized image before normalization (Shades of Gray,
+    Finlayson & Trezzi 2004): the illuminant is estimated per channel as the Minkowski p-norm mean
+    of the pixel values, and each channel is scaled so the illuminant becomes neutral grey with
+    the same mean intensity. p=1 is Grey World, p->inf is max-RGB; Barata et al. (2015) found p=6
+    best for dermoscopy."""
 
-    resize_policy: Literal["shorter_side_center_crop"] = "shorter_side_center_crop"
-    resize_shorter_to: int = Field(gt=0, description="shorter side is scaled to this many px")
-    crop_size: int = Field(gt=0, description="square centre crop, px; the model's input size")
+    method: Literal["shades_of_gray"] = "shades_of_gray"
+    power: float = Field(default=6.0, ge=1.0, le=32.0)
+
+
+class Preprocessing(_Strict):
+    """Every constant needed to turn an RGB image into the model's input tensor.
+
+    Two resize policies:
+    - `shorter_side_center_crop` (format 1 bundles): scale the shorter side to
+      `resize_shorter_to`, take the centred `crop_size` square (cuts the long side's borders);
+    - `letterbox` (format 2): optionally turn a portrait image to landscape (dermoscopy has no
+      canonical orientation), scale it to fit inside an `input_width` x `input_height` canvas
+      keeping its aspect ratio, and fill the rest of the canvas with `pad_value`: the whole image
+      is always seen.
+    """
+
+    resize_policy: Literal["shorter_side_center_crop", "letterbox"] = "shorter_side_center_crop"
+    resize_shorter_to: int | None = Field(
+        default=None, gt=0, description="shorter_side_center_crop: shorter side is scaled to this many px"
+    )
+    crop_size: int | None = Field(
+        default=None, gt=0, description="shorter_side_center_crop: square centre crop, px"
+    )
+    input_width: int | None = Field(default=None, gt=0, description="letterbox: canvas width, px")
+    input_height: int | None = Field(default=None, gt=0, description="letterbox: canvas height, px")
+    orient_landscape: bool = Field(
+        default=False, description="letterbox: rotate portrait images 90 degrees clockwise first"
+    )
+    pad_value: float = Field(
+        default=0.0, description="letterbox: value of the padding in the normalized tensor"
+    )
+    colour_constancy: ColourConstancy | None = Field(
+        default=None, description="applied to the resized image before normalization; None = off"
+    )
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     channel_order: Literal["RGB"] = "RGB"
     layout: Literal["NCHW"] = "NCHW"
@@ -48,10 +83,24 @@ class Preprocessing(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _crop_fits(self) -> Preprocessing:
-        if self.crop_size > self.resize_shorter_to:
-            raise ValueError("crop_size must not exceed resize_shorter_to")
+    def _policy_complete(self) -> Preprocessing:
+        if self.resize_policy == "shorter_side_center_crop":
+            if self.resize_shorter_to is None or self.crop_size is None:
+                raise ValueError("shorter_side_center_crop needs resize_shorter_to and crop_size")
+            if self.crop_size > self.resize_shorter_to:
+                raise ValueError("crop_size must not exceed resize_shorter_to")
+        elif self.input_width is None or self.input_height is None:
+            raise ValueError("letterbox needs input_width and input_height")
         return self
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """(height, width) of the model's input tensor."""
+        if self.resize_policy == "letterbox":
+            assert self.input_height is not None and self.input_width is not None
+            return self.input_height, self.input_width
+        assert self.crop_size is not None
+        return self.crop_size, self.crop_size
 
 
 class ModelIO(_Strict):
@@ -71,6 +120,47 @@ class ModelIO(_Strict):
         description="npz with the linear classifier's weight (C x channels) and bias, for "
         "class-activation maps; None when the head is not linear on pooled features",
     )
+    metadata_input: str | None = Field(
+        default=None,
+        description="name of the graph's second input, the encoded clinical metadata (N x "
+        "metadata.dim), when the bundle has a `metadata` section",
+    )
+
+
+class MetadataEncoding(_Strict):
+    """Optional clinical metadata fused into the model (age, sex, body site), and how a request's
+    values become the model's `metadata` input vector. Every field may be missing: the model was
+    trained with each field dropped at random, so an image alone is a valid input and the vector
+    then encodes "unknown" for all three.
+
+    Layout: [age / age_scale, age_missing, one-hot(sex_values)..., sex_missing,
+    one-hot(site_values)..., site_missing]. A value outside the vocabulary counts as missing."""
+
+    age_scale: float = Field(gt=0.0)
+    sex_values: tuple[str, ...] = Field(min_length=1)
+    site_values: tuple[str, ...] = Field(min_length=1)
+    site_aliases: dict[str, str] = Field(
+        default_factory=dict, description="other spellings of a site -> its vocabulary value"
+    )
+    val_gain: dict[str, float] = Field(
+        default_factory=dict,
+        description="val metrics with metadata minus the same model with every field missing",
+    )
+
+    @property
+    def dim(self) -> int:
+        """Length of the encoded vector."""
+        return 2 + len(self.sex_values) + 1 + len(self.site_values) + 1
+
+
+class Robustness(_Strict):
+    """Where the evaluations the model card is built from live in the bundle, with headlines."""
+
+    shift_metrics_file: str = Field(description="JSON written by `make eval-shift`")
+    fairness_metrics_file: str = Field(description="JSON of the skin-tone (ITA) and subgroup tables")
+    worst_shift: str = Field(description="the benchmark shift with the lowest melanoma-vs-nevus AUC")
+    worst_shift_mel_nv_auc: float = Field(ge=0.0, le=1.0)
+    worst_shift_urgent_sensitivity: float = Field(ge=0.0, le=1.0)
 
 
 class TriageThresholds(_Strict):
@@ -108,7 +198,7 @@ class OodDualCriterion(_Strict):
     val_acceptance: float = Field(ge=0.0, le=1.0)
 
 
-OodScoreName = Literal["msp", "entropy", "energy", "mahalanobis", "knn"]
+OodScoreName = Literal["msp", "entropy", "energy", "mahalanobis", "knn", "oe"]
 
 
 class OodDetector(_Strict):
@@ -118,7 +208,9 @@ class OodDetector(_Strict):
 
     `stats_file` (npz in the bundle) holds: `class_means` (K x D), `precision` (D x D, the inverse
     shared covariance), `knn_reference` (M x D, L2-normalised train embeddings), all float32, fitted
-    on the train split's embeddings of the model whose sha256 is `fitted_on_sha256`."""
+    on the train split's embeddings of the model whose sha256 is `fitted_on_sha256`. When the rule
+    uses `oe`, it also holds `oe_weight` (D) and `oe_bias` (1): the outlier-exposure head trained
+    with the network (dermoscopy vs not), whose logit w.e + b is the `oe` score."""
 
     stats_file: str = "ood_stats.npz"
     fitted_on_sha256: str
@@ -151,10 +243,21 @@ class Provenance(_Strict):
     data: str
 
 
-class BundleManifest(_Strict):
-    """`bundle.json`: a self-describing model bundle."""
+# Fields a format-2 manifest must state explicitly: a 2.x bundle that silently fell back to
+# format-1 defaults would serve without the preprocessing its model was trained with. null is a
+# statement too (an image-only model; no colour constancy; a bundle whose OOD detector and
+# robustness evaluation are still being fitted, as `make train` writes it between its steps).
+FORMAT_2_REQUIRED = ("metadata", "robustness", "ood_detector")
 
-    format_version: Literal[1] = 1
+
+class BundleManifest(_Strict):
+    """`bundle.json`: a self-describing model bundle.
+
+    Format 1 (bundles 1.x): centre-crop preprocessing, image-only input. Format 2 (bundles 2.x and
+    later): letterboxed input with explicit colour constancy, optional metadata fusion, the fitted
+    OOD detector and the robustness/fairness evaluation are all required."""
+
+    format_version: Literal[1, 2] = 1
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
     architecture: str
@@ -176,6 +279,12 @@ class BundleManifest(_Strict):
     ood_detector: OodDetector | None = Field(
         default=None, description="the full OOD detector; None = only the seed dual criterion"
     )
+    metadata: MetadataEncoding | None = Field(
+        default=None, description="format 2: clinical metadata fusion; None = image-only model"
+    )
+    robustness: Robustness | None = Field(
+        default=None, description="format 2: the shift benchmark and fairness evaluation"
+    )
 
     @field_validator("onnx_sha256")
     @classmethod
@@ -194,9 +303,28 @@ class BundleManifest(_Strict):
         if self.ood_detector and self.ood_detector.fitted_on_sha256 != self.onnx_sha256:
             raise ValueError("ood_detector was fitted on a different model (fitted_on_sha256 != onnx_sha256)")
         _, channels, height, width = self.io.input_shape
-        if channels != 3 or height != width or height != self.preprocessing.crop_size:
-            raise ValueError("io.input_shape must be (N, 3, crop_size, crop_size) to match preprocessing")
+        if channels != 3 or (height, width) != self.preprocessing.input_hw:
+            raise ValueError("io.input_shape must be (N, 3, H, W) with the preprocessing's input size")
+        if (self.metadata is None) != (self.io.metadata_input is None):
+            raise ValueError("io.metadata_input and metadata must be given together")
+        self._format_rules()
         return self
+
+    def _format_rules(self) -> None:
+        major = int(self.version.split(".")[0])
+        if major >= 2 and self.format_version < 2:
+            raise ValueError(f"a {self.version} bundle must declare format_version 2")
+        if self.format_version < 2:
+            if self.preprocessing.resize_policy != "shorter_side_center_crop":
+                raise ValueError("format_version 1 bundles use shorter_side_center_crop preprocessing")
+            return
+        missing = [name for name in FORMAT_2_REQUIRED if name not in self.model_fields_set]
+        if "colour_constancy" not in self.preprocessing.model_fields_set:
+            missing.append("preprocessing.colour_constancy")
+        if missing:
+            raise ValueError(f"format_version 2 manifests must state {missing}")
+        if self.preprocessing.resize_policy != "letterbox":
+            raise ValueError("format_version 2 bundles use letterbox preprocessing (the whole image)")
 
     @property
     def class_codes(self) -> tuple[str, ...]:

@@ -16,8 +16,19 @@ from contracts.bundle import BundleManifest
 from contracts.reports import ModelRef, Prediction
 from model_bundle.heatmap import class_activation_map, heatmap_png
 from model_bundle.loader import load_manifest
-from model_bundle.preprocessing import preprocess
+from model_bundle.metadata import encode_metadata
+from model_bundle.preprocessing import placement, preprocess
 from model_bundle.triage import conformal_set, malignant_probability, softmax, triage_level
+
+
+@dataclass(frozen=True)
+class ClinicalContext:
+    """What a request may say about the patient besides the image (all optional). A bundle that
+    fuses metadata encodes these; an image-only bundle ignores them."""
+
+    age: float | None = None
+    sex: str | None = None
+    body_site: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,10 +70,37 @@ class Predictor:
         """Stack the bundle-preprocessed images into an NCHW batch."""
         return np.stack([preprocess(img, self.manifest.preprocessing) for img in images])
 
-    def run(self, images: Sequence[Image.Image]) -> list[RawOutput]:
-        """Forward a batch through ONNX Runtime."""
-        batch = self.tensor(images)
-        logits, embedding, fmap = self.session.run(self._outputs, {self.manifest.io.input_name: batch})
+    def metadata_tensor(
+        self, count: int, context: Sequence[ClinicalContext | None] | None = None
+    ) -> NDArray[np.float32] | None:
+        """The encoded metadata batch (count x dim), all-missing where `context` says nothing;
+        None for an image-only bundle."""
+        spec = self.manifest.metadata
+        if spec is None:
+            return None
+        rows = []
+        for i in range(count):
+            c = context[i] if context is not None else None
+            c = c or ClinicalContext()
+            rows.append(encode_metadata(spec, c.age, c.sex, c.body_site))
+        return np.stack(rows)
+
+    def feeds(
+        self, images: Sequence[Image.Image], context: Sequence[ClinicalContext | None] | None = None
+    ) -> dict[str, NDArray[np.float32]]:
+        """The ONNX Runtime input dict for a batch: the image tensor, and the metadata when fused."""
+        io = self.manifest.io
+        inputs = {io.input_name: self.tensor(images)}
+        metadata = self.metadata_tensor(len(images), context)
+        if metadata is not None and io.metadata_input is not None:
+            inputs[io.metadata_input] = metadata
+        return inputs
+
+    def run(
+        self, images: Sequence[Image.Image], context: Sequence[ClinicalContext | None] | None = None
+    ) -> list[RawOutput]:
+        """Forward a batch through ONNX Runtime; `context[i]` is image i's clinical metadata."""
+        logits, embedding, fmap = self.session.run(self._outputs, self.feeds(images, context))
         return [RawOutput(logits[i], embedding[i], fmap[i]) for i in range(len(images))]
 
     def probabilities(self, logits: NDArray[np.floating]) -> NDArray[np.float64]:
@@ -91,7 +129,8 @@ class Predictor:
         cam = class_activation_map(
             raw.feature_map, self._cam_weights, self.manifest.class_codes.index(class_code)
         )
-        return heatmap_png(cam, width, height)
+        spec = self.manifest.preprocessing
+        return heatmap_png(cam, width, height, spec.input_hw, placement(width, height, spec))
 
     def predict_file(self, path: Path | str) -> Prediction:
         """Convenience API: one image file -> its prediction."""
