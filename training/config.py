@@ -24,10 +24,20 @@ class TrainConfig:
     folder_root: str = ""  # for dataset=folders: root with train/ val/ test/ subfolders
     limit_per_split: int = 0  # >0 keeps only this many images per split (smoke tests)
     # model
-    arch: str = "effnet_lite0"  # "effnet_lite0" or "effnet_lite0_bilstm"
+    arch: str = "effnet_lite0"  # "effnet_lite0", "effnet_lite1", "effnet_lite2" or "effnet_lite0_bilstm"
     pretrained: bool = True
-    image_size: int = 160  # crop size fed to the network, px
+    # input geometry: 1.0.0's centre crop (shorter side -> resize_shorter_to, image_size square),
+    # or 2.0's letterbox (the whole image, turned landscape, on an input_width x input_height canvas)
+    resize_policy: str = "shorter_side_center_crop"  # or "letterbox"
+    image_size: int = 160  # centre crop: crop size fed to the network, px
     resize_shorter_to: int = 160
+    input_width: int = 224  # letterbox canvas, px
+    input_height: int = 168
+    colour_constancy: bool = False  # Shades of Gray in the bundle's preprocessing
+    colour_constancy_power: float = 6.0
+    metadata_fusion: bool = False  # age, sex and body site fused into the logits
+    metadata_drop: float = 0.5  # each field dropped (encoded as missing) with this probability
+    freeze_early: bool = False  # freeze the stem and stride-4 stages (their BatchNorm too)
     dropout: float = 0.3
     lstm_hidden: int = 128
     lstm_layers: int = 2
@@ -44,9 +54,15 @@ class TrainConfig:
     class_weight_power: float = 0.5  # weight_c = (N / n_c) ** power; 0 = unweighted, 1 = inverse
     weighted_sampler: bool = False
     patience: int = 4  # early stopping on val balanced accuracy
+    stop_epoch: int = 0  # >0: stop after this many epochs of the schedule (equal-budget ablations)
+    ema_decay: float = 0.0  # >0: also keep an exponential moving average of the weights
+    outlier_exposure: float = 0.0  # >0: weight of the outlier-exposure losses (dermoscopy-vs-not)
+    outliers_per_batch: int = 6
+    outlier_pool_size: int = 2000
     # augmentation
     crop_scale_min: float = 0.4
     color_jitter: float = 0.2
+    shift_augment: bool = False  # the acquisition families of training.augment (casts, blur, ...)
     # run
     seed: int = 1234
     threads: int = 2

@@ -11,6 +11,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from contracts.bundle import MetadataEncoding
+
 HAM_CLASSES: tuple[tuple[str, str, bool], ...] = (
     ("akiec", "Actinic keratosis / intraepithelial carcinoma", True),
     ("bcc", "Basal cell carcinoma", True),
@@ -21,6 +23,43 @@ HAM_CLASSES: tuple[tuple[str, str, bool], ...] = (
     ("vasc", "Vascular lesion", False),
 )
 SPLITS = ("train", "val", "test")
+# HAM10000's `localization` values (its "unknown" is encoded as missing). Requests name sites in
+# their own words; the aliases map common spellings onto this vocabulary.
+HAM_SITES = (
+    "abdomen",
+    "acral",
+    "back",
+    "chest",
+    "ear",
+    "face",
+    "foot",
+    "genital",
+    "hand",
+    "lower extremity",
+    "neck",
+    "scalp",
+    "trunk",
+    "upper extremity",
+)
+SITE_ALIASES = {
+    "arm": "upper extremity",
+    "upper limb": "upper extremity",
+    "forearm": "upper extremity",
+    "leg": "lower extremity",
+    "lower limb": "lower extremity",
+    "thigh": "lower extremity",
+    "head": "face",
+    "cheek": "face",
+    "nose": "face",
+    "forehead": "face",
+    "palm": "acral",
+    "sole": "acral",
+    "belly": "abdomen",
+    "torso": "trunk",
+    "thorax": "chest",
+    "breast": "chest",
+    "genitals": "genital",
+}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -49,6 +88,22 @@ class SplitData:
     def load_pixels(self) -> None:
         """Decode every image once into memory (HAM10000 at 200x150 is ~0.8 GB in all)."""
         self.pixels = [read_rgb(s.path) for s in self.samples]
+
+
+def metadata_encoding() -> MetadataEncoding:
+    """The metadata vocabulary of a HAM10000-trained model (ages scaled by 1/100)."""
+    return MetadataEncoding(
+        age_scale=100.0, sex_values=("male", "female"), site_values=HAM_SITES, site_aliases=SITE_ALIASES
+    )
+
+
+def sample_metadata(sample: Sample) -> tuple[float | None, str | None, str | None]:
+    """(age, sex, body site) of a sample, None where the metadata says empty or unknown."""
+    raw_age = sample.meta.get("age", "")
+    age = float(raw_age) if raw_age not in ("", None) else None
+    sex = sample.meta.get("sex") or None
+    site = sample.meta.get("localization") or None
+    return age, None if sex == "unknown" else sex, None if site == "unknown" else site
 
 
 def read_rgb(path: Path) -> NDArray[np.uint8]:

@@ -23,6 +23,16 @@ def balanced_accuracy(labels: NDArray[np.int64], preds: NDArray[np.int64], num_c
     return float(np.mean(recalls))
 
 
+def macro_auc(labels: NDArray[np.int64], probs: NDArray[np.floating], num_classes: int) -> float:
+    """Mean one-vs-rest AUC over the classes with both positives and negatives in `labels`."""
+    aucs = [
+        float(roc_auc_score(labels == c, probs[:, c]))
+        for c in range(num_classes)
+        if (labels == c).any() and (labels != c).any()
+    ]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
 def expected_calibration_error(
     probs: NDArray[np.floating], labels: NDArray[np.int64], bins: int = 15
 ) -> float:
