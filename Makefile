@@ -25,7 +25,7 @@ COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose
 
 .DEFAULT_GOAL := help
 .PHONY: help install chromium run test test-ci lint bench train evaluate compose-up compose-config \
-	k8s-validate migrate api-key clean kfold fit-ood eval-ood
+	k8s-validate migrate api-key clean kfold fit-ood eval-ood eval-shift
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -104,3 +104,6 @@ fit-ood: ## fit the full OOD detector on train/val and write it into a bundle: m
 
 eval-ood: ## measure a bundle's OOD detector on test and shared/data/ood; metrics_ood.json, plot, card section
 	$(PY) -m training.eval_ood --bundle $(BUNDLE) $(ARGS)
+
+eval-shift: ## a bundle on shifted copies of a split (other clinics' images); metrics_shift.json and plot
+	$(PY) -m training.eval_shift --bundle $(BUNDLE) --split $(SPLIT) $(ARGS)
