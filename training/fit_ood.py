@@ -48,8 +48,8 @@ TARGET_ACCEPTANCE = 0.95
 ACCEPTANCE_GRID = (0.90, 0.95, 0.98, 0.99)
 KNN_K = 5
 # ood_stats.npz is float32 (the contract): a 1280-d precision matrix is 6.6 MB, so the kNN
-# reference is capped to keep the whole bundle (model.onnx 13.5 MB) under 25 MB.
-KNN_REFERENCE_SIZE = 800
+# reference is capped to keep the whole bundle (model.onnx 13.5 MB) under 25 MB with room to spare.
+KNN_REFERENCE_SIZE = 500
 PROXY_IMAGES = 200
 SEED = 0
 
@@ -57,12 +57,15 @@ Outputs = dict[str, NDArray[np.float32]]
 
 
 def model_outputs(predictor: Predictor, images: Sequence[NDArray[np.uint8]], batch_size: int = 64) -> Outputs:
-    """Logits and embeddings of HxWx3 uint8 images, preprocessed exactly as serving does."""
+    """Logits and embeddings of HxWx3 uint8 images, preprocessed exactly as serving does (with
+    no clinical metadata)."""
     io = predictor.manifest.io
     logits, embeddings = [], []
     for start in range(0, len(images), batch_size):
-        batch = predictor.tensor([Image.fromarray(a) for a in images[start : start + batch_size]])
-        out_logits, out_embedding = predictor.session.run([io.logits, io.embedding], {io.input_name: batch})
+        # No clinical metadata: the OOD rule must hold for requests that carry none (a photo of
+        # a pet rarely comes with a body site), and the embedding does not depend on it anyway.
+        feeds = predictor.feeds([Image.fromarray(a) for a in images[start : start + batch_size]])
+        out_logits, out_embedding = predictor.session.run([io.logits, io.embedding], feeds)
         logits.append(out_logits)
         embeddings.append(out_embedding)
     return {"logits": np.concatenate(logits), "embedding": np.concatenate(embeddings)}
@@ -148,29 +151,46 @@ def synthetic_proxy(
     return proxy
 
 
+def shifted_in_distribution(images: Sequence[NDArray[np.uint8]], seed: int = SEED) -> list[NDArray[np.uint8]]:
+    """Val images as another clinic might send them (training's acquisition augmentation: casts,
+    blur, JPEG, vignette, hair, zoom-out): in-distribution inputs the rule should still accept."""
+    from training.augment import AugmentConfig, acquisition
+
+    rng = np.random.default_rng(seed + 1)
+    cfg = AugmentConfig()
+    return [np.ascontiguousarray(acquisition(a, cfg, rng)) for a in images]
+
+
 def select_rule(
     val_scores: dict[str, NDArray[np.float64]],
     proxy_scores: dict[str, dict[str, NDArray[np.float64]]],
     names: Sequence[str],
     target: float,
+    shifted_scores: dict[str, NDArray[np.float64]] | None = None,
 ) -> tuple[tuple[str, ...], list[dict[str, Any]]]:
-    """The rule accepting the least of the proxy (mean over kinds, so no kind dominates by count),
-    worst kind and fewer scores breaking ties; with every candidate's numbers."""
+    """The rule with the lowest cost: mean acceptance of the OOD proxy (mean over kinds, so no
+    kind dominates by count) plus, when `shifted_scores` is given, the share of shifted
+    in-distribution images it rejects; worst proxy kind and fewer scores break ties. With every
+    candidate's numbers."""
     table: list[dict[str, Any]] = []
     for rule in candidate_rules(names):
         thresholds, _ = fit_rule_thresholds(val_scores, rule, target)
         accepted = {k: float(1.0 - rejects(s, thresholds).mean()) for k, s in proxy_scores.items()}
+        mean_accepted = float(np.mean(list(accepted.values())))
+        shifted_rejected = float(rejects(shifted_scores, thresholds).mean()) if shifted_scores else 0.0
         table.append(
             {
                 "rule": list(rule),
-                "proxy_mean_acceptance": float(np.mean(list(accepted.values()))),
+                "cost": mean_accepted + shifted_rejected,
+                "proxy_mean_acceptance": mean_accepted,
                 "proxy_worst_acceptance": max(accepted.values()),
+                "shifted_id_rejection": shifted_rejected,
                 "proxy_acceptance": accepted,
             }
         )
     table.sort(
         key=lambda r: (
-            round(float(r["proxy_mean_acceptance"]), 4),
+            round(float(r["cost"]), 4),
             round(float(r["proxy_worst_acceptance"]), 4),
             len(r["rule"]),
         )
@@ -200,7 +220,8 @@ def fit_detector(
     means, precision, shrinkage = fit_gaussian(train["embedding"], train_labels, len(manifest.classes))
     reference = knn_reference(train["embedding"], knn_size, SEED)
     k = min(knn_k, len(reference))
-    stats = OodStats(means, precision, reference)
+    oe = outlier_head_of(bundle_dir)
+    stats = OodStats(means, precision, reference, *(oe or (None, None)))
     val_scores = all_scores(val["logits"], val["embedding"], manifest.temperature, stats, k)
 
     pick = np.random.default_rng(SEED).choice(
@@ -210,7 +231,11 @@ def fit_detector(
     for kind, imgs in synthetic_proxy([val_images[i] for i in np.sort(pick)]).items():
         out = cached_outputs(predictor, f"proxy-{kind}-{tag}-{len(imgs)}", imgs, cache_dir)
         proxy_scores[kind] = all_scores(out["logits"], out["embedding"], manifest.temperature, stats, k)
-    rule, table = select_rule(val_scores, proxy_scores, SCORE_NAMES, TARGET_ACCEPTANCE)
+    shifted_images = shifted_in_distribution([val_images[i] for i in np.sort(pick)])
+    shifted = cached_outputs(predictor, f"shifted-{tag}-{len(shifted_images)}", shifted_images, cache_dir)
+    shifted_scores = all_scores(shifted["logits"], shifted["embedding"], manifest.temperature, stats, k)
+    names = [n for n in SCORE_NAMES if n in val_scores]
+    rule, table = select_rule(val_scores, proxy_scores, names, TARGET_ACCEPTANCE, shifted_scores)
     thresholds, accepted = fit_rule_thresholds(val_scores, rule, TARGET_ACCEPTANCE)
     grid = {f"{t:.2f}": fit_rule_thresholds(val_scores, rule, t)[0] for t in ACCEPTANCE_GRID}
     best = table[0]
@@ -218,13 +243,22 @@ def fit_detector(
         f"Chosen on val only: each of {len(table)} rules (every score and OR-combination of up to 3) was "
         f"thresholded at one shared val quantile level to accept {TARGET_ACCEPTANCE:.0%} of val jointly, "
         f"then "
-        f"applied to a synthetic OOD proxy built from {len(pick)} val images ({', '.join(proxy_scores)}); "
-        f"the rule accepting the least of it (mean over kinds) wins, fewer scores breaking ties. "
+        f"applied to a synthetic OOD proxy built from {len(pick)} val images ({', '.join(proxy_scores)}) "
+        f"and to the same val images through training's acquisition augmentation (shifted in-distribution); "
+        f"the rule with the lowest proxy acceptance (mean over kinds) plus shifted rejection wins, fewer "
+        f"scores breaking ties. "
         f"{'+'.join(rule)}: proxy acceptance {float(best['proxy_mean_acceptance']):.4f} mean, "
-        f"{float(best['proxy_worst_acceptance']):.4f} worst kind; val acceptance {accepted:.4f}. "
+        f"{float(best['proxy_worst_acceptance']):.4f} worst kind, shifted val rejected "
+        f"{float(best['shifted_id_rejection']):.4f}; val acceptance {accepted:.4f}. "
         f"Stats on {len(train_labels)} train embeddings: Ledoit-Wolf shrinkage {shrinkage:.4f}; kNN "
         f"reference {len(reference)} random train embeddings (float32), k={k}. "
-        "The shared OOD sets were not used."
+        + (
+            "oe: the outlier-exposure head trained with the network on generated outliers "
+            "(training/outliers.py). "
+            if oe
+            else ""
+        )
+        + "The shared OOD sets and scikit-image's samples were not used."
     )
     detector = OodDetector(
         fitted_on_sha256=manifest.onnx_sha256,
@@ -246,8 +280,27 @@ def fit_detector(
     return detector, stats, report
 
 
+OE_HEAD_FILE = "oe_head.npz"
+
+
+def outlier_head_of(bundle_dir: Path) -> tuple[NDArray[np.float32], NDArray[np.float32]] | None:
+    """The outlier-exposure head (weight, bias) that build_bundle staged beside the model, or
+    the one already in the bundle's ood_stats.npz (a refit); None for a model without one."""
+    staged = bundle_dir / OE_HEAD_FILE
+    if staged.is_file():
+        with np.load(staged) as npz:
+            return npz["weight"].astype(np.float32), npz["bias"].astype(np.float32)
+    existing = bundle_dir / "ood_stats.npz"
+    if existing.is_file():
+        stats = OodStats.load(existing)
+        if stats.oe_weight is not None and stats.oe_bias is not None:
+            return stats.oe_weight, stats.oe_bias
+    return None
+
+
 def write_detector(bundle_dir: Path, detector: OodDetector, stats: OodStats) -> BundleManifest:
-    """Write ood_stats.npz and bundle.json's `ood_detector`; the result must load like serving."""
+    """Write ood_stats.npz and bundle.json's `ood_detector`; the result must load like serving.
+    The staged outlier-exposure head now lives in ood_stats.npz, so its staging file goes."""
     body = json.loads((bundle_dir / "bundle.json").read_text())
     onnx_file = BundleManifest.model_validate(body).onnx_file
     if sha256_file(bundle_dir / onnx_file) != detector.fitted_on_sha256:
@@ -256,6 +309,7 @@ def write_detector(bundle_dir: Path, detector: OodDetector, stats: OodStats) -> 
     body["ood_detector"] = detector.model_dump(mode="json")
     manifest = BundleManifest.model_validate(body)
     (bundle_dir / "bundle.json").write_text(manifest.model_dump_json(indent=2) + "\n")
+    (bundle_dir / OE_HEAD_FILE).unlink(missing_ok=True)
     return load_manifest(bundle_dir)
 
 

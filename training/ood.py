@@ -10,6 +10,8 @@ contract (contracts/bundle.py) states; services/ood mirrors these formulas at se
                covariance of the train embeddings around their class means
 - knn:         1 - cosine similarity of e to its k-th nearest neighbour among the L2-normalised
                train embeddings in `knn_reference`
+- oe:          w . e + b, the logit of the outlier-exposure head (dermoscopy vs not) trained with
+               the network on generated outliers (training/outliers.py); bundles from 2.0
 
 A rule is a set of scores; an image is rejected when ANY of them exceeds its threshold.
 Thresholds come from one shared quantile level q of each score's in-distribution validation
@@ -29,8 +31,8 @@ from numpy.typing import NDArray
 
 from model_bundle.triage import softmax
 
-SCORE_NAMES: tuple[str, ...] = ("msp", "entropy", "energy", "mahalanobis", "knn")
-EMBEDDING_SCORES = frozenset({"mahalanobis", "knn"})
+SCORE_NAMES: tuple[str, ...] = ("msp", "entropy", "energy", "mahalanobis", "knn", "oe")
+EMBEDDING_SCORES = frozenset({"mahalanobis", "knn", "oe"})
 
 FloatArray = NDArray[np.float64]
 
@@ -117,28 +119,44 @@ def knn_score(embeddings: NDArray[np.floating], reference: NDArray[np.floating],
     return out
 
 
+def oe_score(
+    embeddings: NDArray[np.floating], weight: NDArray[np.floating], bias: NDArray[np.floating]
+) -> FloatArray:
+    """The outlier-exposure head's logit w . e + b per row (higher = less like dermoscopy)."""
+    e = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
+    out: FloatArray = e @ np.asarray(weight, dtype=np.float64) + float(np.asarray(bias).reshape(-1)[0])
+    return out
+
+
 @dataclass(frozen=True)
 class OodStats:
-    """The contents of `ood_stats.npz` (all float32, fitted on the train split)."""
+    """The contents of `ood_stats.npz` (all float32): the Gaussian and kNN statistics fitted on
+    the train split, and (2.0 bundles) the outlier-exposure head trained with the network."""
 
     class_means: NDArray[np.float32]
     precision: NDArray[np.float32]
     knn_reference: NDArray[np.float32]
+    oe_weight: NDArray[np.float32] | None = None
+    oe_bias: NDArray[np.float32] | None = None
 
     def save(self, path: Path) -> None:
         """Write the npz (uncompressed: float embeddings barely compress, loading stays fast)."""
-        np.savez(
-            path,
-            class_means=self.class_means.astype(np.float32),
-            precision=self.precision.astype(np.float32),
-            knn_reference=self.knn_reference.astype(np.float32),
-        )
+        arrays = {
+            "class_means": self.class_means.astype(np.float32),
+            "precision": self.precision.astype(np.float32),
+            "knn_reference": self.knn_reference.astype(np.float32),
+        }
+        if self.oe_weight is not None and self.oe_bias is not None:
+            arrays["oe_weight"] = self.oe_weight.astype(np.float32).reshape(-1)
+            arrays["oe_bias"] = self.oe_bias.astype(np.float32).reshape(1)
+        np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub wants positional arrays
 
     @classmethod
     def load(cls, path: Path) -> OodStats:
         """Read an `ood_stats.npz`."""
         with np.load(path) as npz:
-            return cls(npz["class_means"], npz["precision"], npz["knn_reference"])
+            oe = (npz["oe_weight"], npz["oe_bias"]) if "oe_weight" in npz.files else (None, None)
+            return cls(npz["class_means"], npz["precision"], npz["knn_reference"], *oe)
 
 
 def all_scores(
@@ -157,6 +175,8 @@ def all_scores(
     if stats is not None:
         scores["mahalanobis"] = mahalanobis_score(embeddings, stats.class_means, stats.precision)
         scores["knn"] = knn_score(embeddings, stats.knn_reference, knn_k)
+        if stats.oe_weight is not None and stats.oe_bias is not None:
+            scores["oe"] = oe_score(embeddings, stats.oe_weight, stats.oe_bias)
     return scores
 
 

@@ -1,49 +1,62 @@
 """`make train`: reproduce the shipped bundle from scratch and time each step.
 
-    python -m training.reproduce
+    python -m training.reproduce [key=value ...]
 
-1. fine-tune EfficientNet-Lite0 (training/configs/effnet_lite0.yaml);
-2. train the CNN + BiLSTM hybrid on that backbone (training/configs/effnet_lite0_bilstm.yaml);
-3. build the bundle from both candidates (the better one on `val` ships), with int8 measured;
-4. fit the OOD detector on its train embeddings and measure it (fit_ood, eval_ood).
+1. train the candidates (CANDIDATE_CONFIGS; resumable: a rerun continues from each run's
+   last.pt, so `make train` may be stopped and started again across sessions);
+2. build the bundle from them (the best on `val` ships; int8 measured, not shipped);
+3. fit the OOD detector on its train embeddings (`make fit-ood`) and measure it (`make eval-ood`);
+4. measure the shipped model on `test` by skin tone and subgroup (`make evaluate`), and on the
+   shift benchmark (`make eval-shift`); record both in bundle.json's `robustness`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
+from pathlib import Path
 
-from training import build_bundle, eval_ood, fit_ood
+from training import build_bundle, eval_ood, eval_shift, evaluate, fit_ood
 from training.config import load_config
+from training.robustness import write_robustness
 from training.train import train
 
 log = logging.getLogger("training.reproduce")
 
-BUNDLE_NAME, BUNDLE_VERSION = "skintriage-effnet-lite0", "1.0.0"
-CONFIGS = ("training/configs/effnet_lite0.yaml", "training/configs/effnet_lite0_bilstm.yaml")
+BUNDLE_NAME, BUNDLE_VERSION = "skintriage-effnet-lite0", "2.0.0"
+CANDIDATE_CONFIGS = ("training/configs/effnet_lite0_v2.yaml",)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the three steps; extra `key=value` args override both training configs."""
+    """Run every step; extra `key=value` args override every training config."""
     overrides = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     start = time.time()
-    checkpoints = [str(train(load_config(path, overrides))) for path in CONFIGS]
+    checkpoints = [str(train(load_config(path, overrides))) for path in CANDIDATE_CONFIGS]
     minutes = (time.time() - start) / 60
     log.info("training took %.1f min", minutes)
     build_bundle.main(
         [
             "--candidates",
             *checkpoints,
+            "--name",
+            BUNDLE_NAME,
+            "--version",
+            BUNDLE_VERSION,
             "--quantize",
             "--train-minutes",
-            f"{minutes:.0f} minutes of training on this machine",
+            f"{minutes:.0f} minutes of training in this run",
         ]
     )
     bundle = f"models/{BUNDLE_NAME}/{BUNDLE_VERSION}"
     fit_ood.main(["--bundle", bundle])
     eval_ood.main(["--bundle", bundle])
+    evaluate.main(["--bundle", bundle, "--split", "test"])
+    eval_shift.main(["--bundle", bundle])
+    manifest = write_robustness(Path(bundle))
+    log.info("robustness: %s", json.dumps(manifest.robustness.model_dump() if manifest.robustness else None))
     log.info("make train finished in %.1f min", (time.time() - start) / 60)
 
 

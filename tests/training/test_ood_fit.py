@@ -51,7 +51,7 @@ def test_fit_ood_writes_a_detector_that_loads_with_the_bundle(fitted_bundle: Pat
     assert det.fitted_on_sha256 == manifest.onnx_sha256
     assert set(det.rule) <= set(det.thresholds)
     assert set(det.acceptance_grid) == {"0.90", "0.95", "0.98", "0.99"}
-    assert "shared OOD sets were not used" in det.selection
+    assert "OOD sets and scikit-image's samples were not used" in det.selection
 
 
 def test_fit_ood_keeps_the_seed_dual_criterion(fitted_bundle: Path, tiny_bundle_dir: Path) -> None:
