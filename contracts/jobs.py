@@ -20,6 +20,18 @@ class JobStatus(StrEnum):
 
 
 Sex = Literal["male", "female", "other", "unknown"]
+ClinicalField = Literal["age", "sex", "body_site"]
+"""The names of `ClinicalMetadata`'s fields, as `contracts.reports.Prediction.metadata_used` lists them."""
+
+
+class ClinicalMetadata(BaseModel):
+    """What the worker may feed a model besides the image: age, sex and body site only. It travels
+    in the task message, so it never carries identifiers (`patient_ref`, `client_ref`): the broker
+    holds nothing the model does not use."""
+
+    age: int | None = Field(default=None, ge=0, le=130)
+    sex: Sex | None = None
+    body_site: str | None = Field(default=None, max_length=64)
 
 
 class ImageMetadata(BaseModel):
@@ -32,6 +44,12 @@ class ImageMetadata(BaseModel):
     age: int | None = Field(default=None, ge=0, le=130)
     sex: Sex | None = None
     client_ref: str | None = Field(default=None, max_length=128)
+
+    def clinical(self) -> ClinicalMetadata | None:
+        """The part a model may fuse (age, sex, body site); None when none of them was given."""
+        if self.age is None and self.sex is None and self.body_site is None:
+            return None
+        return ClinicalMetadata(age=self.age, sex=self.sex, body_site=self.body_site)
 
 
 class StoredImage(BaseModel):
@@ -64,6 +82,11 @@ class InferenceTask(BaseModel):
     request_id: str | None = None
     image: StoredImage
     submitted_at: datetime
+    clinical: ClinicalMetadata | None = Field(
+        default=None,
+        description="the request's age, sex and body site for a bundle that fuses them; None (or "
+        "absent, as in tasks queued before it existed) = the request gave none",
+    )
 
 
 class BatchCounts(BaseModel):

@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from contracts.bundle import TriageLevel
-from contracts.jobs import ImageMetadata, JobStatus
+from contracts.jobs import ClinicalField, ImageMetadata, JobStatus
 from contracts.ood import OodScoreResponse
 
 DISCLAIMER = (
@@ -34,6 +34,12 @@ class Prediction(BaseModel):
     triage_threshold: float = Field(description="the threshold that decided the level")
     conformal_set: list[str]
     conformal_coverage: float
+    metadata_used: list[ClinicalField] | None = Field(
+        default=None,
+        description="the clinical fields the model fused into this prediction: those the bundle "
+        "uses, the request gave and the bundle's vocabulary recognised ([] = none: the model had "
+        "only the image); None = an image-only model (or a report stored before this field existed)",
+    )
 
 
 class ReportUpsert(BaseModel):

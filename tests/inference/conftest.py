@@ -1,5 +1,6 @@
-"""Fixtures for the inference worker: settings on the tiny bundle, a real HAM10000 image as the
-gateway would store it, and respx routes standing in for the OOD and reports services."""
+"""Fixtures for the inference worker: settings on the tiny bundles (format 1, and format 2 with
+metadata fusion), a real HAM10000 image as the gateway would store it, and respx routes standing
+in for the OOD and reports services."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import respx
 from PIL import Image
 
 from contracts.jobs import InferenceTask, StoredImage
+from tests.fixtures.tiny_bundle import write_tiny_bundle_v2
 
 # services.inference.celery_app reads its settings at import, as a worker does at start-up; these
 # must exist before any test module imports it. Per-test settings are passed explicitly below.
@@ -52,17 +54,28 @@ def store_image(path: Path, fmt: str = "JPEG") -> StoredImage:
     )
 
 
-@pytest.fixture
-def settings(tiny_bundle_dir: Path) -> Settings:
-    """Worker settings on the tiny bundle, pointing at the respx-mocked services."""
+def worker_settings(bundle_dir: Path) -> Settings:
+    """Worker settings on a bundle, pointing at the respx-mocked services."""
     return Settings(
-        bundle_dir=tiny_bundle_dir,
+        bundle_dir=bundle_dir,
         internal_token=TOKEN,
         ood_url=OOD_URL,
         reports_url=REPORTS_URL,
         broker_url="memory://",
         http_timeout_seconds=2.0,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_v2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real, tiny format-2 bundle that fuses clinical metadata (tests/fixtures/tiny_bundle.py)."""
+    return write_tiny_bundle_v2(tmp_path_factory.mktemp("bundle-v2") / "tiny-test" / "2.0.0")
+
+
+@pytest.fixture
+def settings(tiny_bundle_dir: Path) -> Settings:
+    """Worker settings on the tiny (format 1) bundle."""
+    return worker_settings(tiny_bundle_dir)
 
 
 @pytest.fixture

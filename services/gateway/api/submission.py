@@ -78,6 +78,8 @@ async def submit_job(
         request_id=request_id,
         image=image,
         submitted_at=datetime.now(UTC),
+        # Only what a model may fuse: identifiers (patient_ref, client_ref) stay out of the broker.
+        clinical=metadata.clinical(),
     )
     try:
         await context.publisher.publish(task)

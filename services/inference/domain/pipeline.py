@@ -7,6 +7,10 @@ the report has status `rejected`, carries the OOD verdict with every score, and 
 API to show. The model's output for such an image is not a result: it is only kept implicitly
 through the OOD scores (MSP, entropy, energy) that explain the rejection.
 
+Clinical metadata: the task's `clinical` part (age, sex, body site; never identifiers) is given
+to the model with the image. A bundle that fuses it encodes it, an image-only bundle ignores it,
+and the prediction records the fields the model actually used (`Prediction.metadata_used`).
+
 Idempotent on the job id: the report is written with PUT to the job's URL, so a redelivered
 task replaces the same report instead of adding a second one.
 """
@@ -27,6 +31,7 @@ from contracts.jobs import InferenceTask, JobStatus, StoredImage
 from contracts.ood import OodDecision, OodScoreRequest
 from contracts.reports import ReportUpsert
 from model_bundle.predictor import Predictor
+from services.inference.domain.clinical import metadata_used, model_context
 from services.inference.domain.errors import ImageCorruptError, ImageTooLargeError
 from services.inference.domain.ports import OodClient, ReportsClient
 from services.inference.domain.quality import measure_quality
@@ -84,7 +89,7 @@ def run_job(
     t_decoded = clock()
     reports.mark_running(task.job_id, tenant_id=task.tenant_id, request_id=task.request_id)
     t_marked = clock()
-    raw = predictor.run([image])[0]
+    raw = predictor.run([image], [model_context(task.clinical)])[0]
     t_inferred = clock()
     quality = measure_quality(image)
     t_measured = clock()
@@ -102,7 +107,8 @@ def run_job(
     t_scored = clock()
     if verdict.decision is OodDecision.accepted:
         status = JobStatus.done
-        prediction = predictor.postprocess(raw)
+        used = metadata_used(predictor.manifest.metadata, task.clinical)
+        prediction = predictor.postprocess(raw).model_copy(update={"metadata_used": used})
         width, height = image.size
         png = predictor.heatmap(raw, prediction.top_class, width, height)
         heatmap_b64: str | None = base64.b64encode(png).decode("ascii")

@@ -3,7 +3,8 @@
 Logit scores use the bundle's temperature, so MSP and entropy are read off the same calibrated
 probabilities the worker reports, and the thresholds in bundle.json must be fitted on those too.
 Embedding scores use the statistics of the bundle's `ood_detector` (`DetectorStats`), fitted on
-the train split's embeddings; the formulas mirror training/ood.py and the `OodDetector` contract.
+the train split's embeddings (and, for `oe`, the outlier-exposure head trained with the network);
+the formulas mirror training/ood.py and the `OodDetector` contract.
 
 Orientation: `Scores.msp` is the max softmax probability itself (low = unsure), as every response
 has always reported it; every other score is oriented so that higher means more OOD. The
@@ -24,11 +25,15 @@ FloatArray = NDArray[np.float64]
 @dataclass(frozen=True)
 class DetectorStats:
     """The contents of a bundle's `ood_stats.npz`: class means (K x D), the precision matrix
-    (D x D, inverse shared covariance) and the L2-normalised kNN reference embeddings (M x D)."""
+    (D x D, inverse shared covariance) and the L2-normalised kNN reference embeddings (M x D);
+    from format-2 bundles whose detector uses `oe`, also the outlier-exposure head's weight (D,)
+    and bias (1,)."""
 
     class_means: FloatArray
     precision: FloatArray
     knn_reference: FloatArray
+    oe_weight: FloatArray | None = None
+    oe_bias: FloatArray | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Scores:
     energy: float
     mahalanobis: float | None = None
     knn: float | None = None
+    oe: float | None = None
 
     def as_dict(self) -> dict[str, float]:
         """Scores as they appear in OodScoreResponse.scores (msp is the max probability)."""
@@ -48,6 +54,8 @@ class Scores:
             out["mahalanobis"] = self.mahalanobis
         if self.knn is not None:
             out["knn"] = self.knn
+        if self.oe is not None:
+            out["oe"] = self.oe
         return out
 
     def oriented(self) -> dict[str, float]:
@@ -111,6 +119,17 @@ def knn_score(embedding: NDArray[np.floating], reference: NDArray[np.floating], 
     return 1.0 - kth_largest
 
 
+def oe_score(
+    embedding: NDArray[np.floating], weight: NDArray[np.floating], bias: NDArray[np.floating]
+) -> float:
+    """w . e + b, the logit of the binary head trained with the network on generated
+    non-dermoscopy images (outlier exposure, Hendrycks et al. 2019): higher = less like dermoscopy."""
+    e = np.asarray(embedding, dtype=np.float64)
+    return float(
+        e @ np.asarray(weight, dtype=np.float64) + float(np.asarray(bias, dtype=np.float64).reshape(-1)[0])
+    )
+
+
 def score_logits(logits: NDArray[np.floating], temperature: float) -> Scores:
     """The logit scores for one image's raw logits at the bundle's temperature."""
     probs = calibrated_probabilities(logits, temperature)
@@ -128,14 +147,19 @@ def score_output(
     stats: DetectorStats | None,
     knn_k: int,
 ) -> Scores:
-    """Every score for one image: the logit scores, plus the embedding scores when `stats`."""
+    """Every score for one image: the logit scores, plus the embedding scores when `stats` (and
+    `oe` when the statistics hold the outlier-exposure head)."""
     scores = score_logits(logits, temperature)
     if stats is None:
         return scores
+    oe = None
+    if stats.oe_weight is not None and stats.oe_bias is not None:
+        oe = oe_score(embedding, stats.oe_weight, stats.oe_bias)
     return Scores(
         msp=scores.msp,
         entropy=scores.entropy,
         energy=scores.energy,
         mahalanobis=mahalanobis_score(embedding, stats.class_means, stats.precision),
         knn=knn_score(embedding, stats.knn_reference, knn_k),
+        oe=oe,
     )

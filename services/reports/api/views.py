@@ -25,6 +25,7 @@ def report_view(report: Report) -> ReportView:
             triage_threshold=report.triage_threshold or 0.0,
             conformal_set=report.conformal_set or [],
             conformal_coverage=report.conformal_coverage or 0.0,
+            metadata_used=report.metadata_used,
         )
     return ReportView(
         job_id=report.job_id,

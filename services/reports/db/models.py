@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
-from contracts.jobs import JobStatus
+from contracts.jobs import ClinicalField, JobStatus
 from services.reports.db.types import UtcDateTime, utc_now
 
 # Deterministic constraint names, so migrations can refer to them on every backend.
@@ -130,6 +130,8 @@ class Report(Base):
     probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON)
     conformal_set: Mapped[list[str] | None] = mapped_column(JSON)
     conformal_coverage: Mapped[float | None] = mapped_column(Float)
+    # Prediction.metadata_used: the clinical fields the model fused; NULL = image-only model.
+    metadata_used: Mapped[list[ClinicalField] | None] = mapped_column(JSON)
     ood: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     ood_decision: Mapped[str | None] = mapped_column(String(32))
     model_name: Mapped[str] = mapped_column(String(128))

@@ -28,6 +28,8 @@ def _apply(report: Report, body: ReportUpsert, heatmap: bytes | None) -> None:
     report.probabilities = dict(prediction.probabilities) if prediction is not None else None
     report.conformal_set = list(prediction.conformal_set) if prediction is not None else None
     report.conformal_coverage = prediction.conformal_coverage if prediction is not None else None
+    used = prediction.metadata_used if prediction is not None else None
+    report.metadata_used = list(used) if used is not None else None
     report.ood = body.ood.model_dump(mode="json") if body.ood is not None else None
     report.ood_decision = body.ood.decision.value if body.ood is not None else None
     report.model_name = body.model.name

@@ -97,8 +97,10 @@ function renderVerdict(job) {
     return;
   }
   node.dataset.decision = ood.decision;
+  const thresholds = ood.thresholds || {};
   const scores = Object.entries(ood.scores || {}).map(([name, value]) => {
-    const limit = ood.thresholds && ood.thresholds[name];
+    // Thresholds carry their direction in the key: msp_min, mahalanobis_max, oe_max, quality.*.
+    const limit = [name, `${name}_max`, `${name}_min`].map((key) => thresholds[key]).find((v) => typeof v === "number");
     const shown = typeof value === "number" ? value.toFixed(3) : String(value);
     return el("li", {}, `${name}: ${shown}${typeof limit === "number" ? ` (threshold ${limit.toFixed(3)})` : ""}`);
   });
@@ -112,6 +114,15 @@ function renderVerdict(job) {
   );
 }
 
+const CLINICAL_LABELS = { age: "age", sex: "sex", body_site: "body site" };
+
+// Which clinical fields the model fused (format-2 bundles); nothing for an image-only model.
+function clinicalUse(prediction) {
+  if (!prediction || !Array.isArray(prediction.metadata_used)) return null;
+  const used = prediction.metadata_used.map((name) => CLINICAL_LABELS[name] || name);
+  return field("clinical data used", used.length ? used.join(", ") : "none (image only)");
+}
+
 function renderMeta(job) {
   const result = job.result;
   const model = result && result.model;
@@ -120,6 +131,7 @@ function renderMeta(job) {
     el("h3", {}, "Model"),
     model ? field("name", model.name) : field("model", "—"),
     model ? field("version", model.version) : null,
+    clinicalUse(result && result.prediction),
   );
   const meta = job.metadata || {};
   fill(
