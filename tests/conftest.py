@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.tiny_bundle import write_tiny_bundle
+from tests.fixtures.tiny_bundle import write_tiny_bundle, write_tiny_bundle_v2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("SKINTRIAGE_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))
@@ -55,6 +55,13 @@ def redis_url() -> str:
 def tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real, tiny model bundle (see tests/fixtures/tiny_bundle.py)."""
     return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny-test" / "0.0.1")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_v2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real, tiny format-2 bundle: letterbox + Shades of Gray, fused clinical metadata, an OOD
+    detector whose rule uses `oe` (tests/fixtures/tiny_bundle.py)."""
+    return write_tiny_bundle_v2(tmp_path_factory.mktemp("bundle-v2") / "tiny-test" / "2.0.0")
 
 
 @pytest.fixture(scope="session")

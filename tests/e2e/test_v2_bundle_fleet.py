@@ -21,19 +21,13 @@ from services.reports.db.engine import make_engine
 from services.reports.db.models import Report
 from tests.e2e.fleet import EMBEDDED, TENANTS, running_fleet
 from tests.e2e.gateway_calls import bearer
-from tests.fixtures.tiny_bundle import write_tiny_bundle_v2
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def v2_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_bundle_v2(tmp_path_factory.mktemp("bundle-v2") / "tiny-test" / "2.0.0")
-
-
-@pytest.fixture(scope="module")
-def v2_fleet(v2_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    with running_fleet(EMBEDDED, v2_bundle, tmp_path_factory.mktemp("fleet-v2")) as started:
+def v2_fleet(tiny_bundle_v2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    with running_fleet(EMBEDDED, tiny_bundle_v2_dir, tmp_path_factory.mktemp("fleet-v2")) as started:
         yield started
 
 
@@ -63,9 +57,9 @@ def _stored(fleet: Fleet, job_id: str) -> Report:
 
 
 def test_v2_fleet_fuses_clinical_metadata_and_scores_oe(
-    v2_fleet: Fleet, v2_bundle: Path, ham_images: list[Path]
+    v2_fleet: Fleet, tiny_bundle_v2_dir: Path, ham_images: list[Path]
 ) -> None:
-    manifest = load_manifest(v2_bundle)
+    manifest = load_manifest(tiny_bundle_v2_dir)
     assert manifest.ood_detector is not None
 
     with_metadata = _upload(

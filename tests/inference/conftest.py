@@ -18,7 +18,6 @@ import respx
 from PIL import Image
 
 from contracts.jobs import InferenceTask, StoredImage
-from tests.fixtures.tiny_bundle import write_tiny_bundle_v2
 
 # services.inference.celery_app reads its settings at import, as a worker does at start-up; these
 # must exist before any test module imports it. Per-test settings are passed explicitly below.
@@ -64,12 +63,6 @@ def worker_settings(bundle_dir: Path) -> Settings:
         broker_url="memory://",
         http_timeout_seconds=2.0,
     )
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle_v2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real, tiny format-2 bundle that fuses clinical metadata (tests/fixtures/tiny_bundle.py)."""
-    return write_tiny_bundle_v2(tmp_path_factory.mktemp("bundle-v2") / "tiny-test" / "2.0.0")
 
 
 @pytest.fixture

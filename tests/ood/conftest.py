@@ -12,7 +12,6 @@ from contracts.bundle import BundleManifest
 from model_bundle.loader import load_manifest
 from services.ood.api.app import create_app
 from services.ood.config import Settings
-from tests.fixtures.tiny_bundle import write_tiny_bundle_v2
 
 TOKEN = "ood-test-internal-token-0123456789"
 
@@ -34,9 +33,3 @@ def client(ood_settings: Settings) -> Iterator[TestClient]:
     """A client of a started app (the bundle loaded in lifespan)."""
     with TestClient(create_app(ood_settings)) as started:
         yield started
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle_v2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real, tiny format-2 bundle whose detector's rule uses `oe` (tests/fixtures/tiny_bundle.py)."""
-    return write_tiny_bundle_v2(tmp_path_factory.mktemp("bundle-v2") / "tiny-test" / "2.0.0")
