@@ -5,6 +5,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 BUNDLE  ?= models/skintriage-effnet-lite0/1.0.0
+BASELINE ?= models/skintriage-effnet-lite0/1.0.0
 SPLIT   ?= test
 CONFIG  ?= training/configs/effnet_lite0.yaml
 ARGS    ?=
@@ -25,7 +26,7 @@ COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose
 
 .DEFAULT_GOAL := help
 .PHONY: help install chromium run test test-ci lint bench train evaluate compose-up compose-config \
-	k8s-validate migrate api-key clean kfold fit-ood eval-ood eval-shift
+	k8s-validate migrate api-key clean kfold fit-ood eval-ood eval-shift ablate bench-model
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,14 +70,20 @@ bench: ## benchmark the bare pipeline and the whole fleet over HTTP (PostgreSQL 
 	$(PY) -m bench.pipeline --bundle $(BUNDLE)
 	$(PY) -m bench.fleet
 
+bench-model: ## per-image pipeline cost of BUNDLE against BASELINE (default 1.0.0), measured in one run
+	$(PY) -m bench.pipeline --bundle $(BUNDLE) --baseline $(BASELINE) --batch-sizes 1,32
+
 kfold: ## lesion-grouped 5-fold cross-validation of a config on train+val: make kfold CONFIG=... ARGS="epochs=4"
 	$(PY) -m training.kfold --config $(CONFIG) --folds 5 $(ARGS)
 
-train: ## train both candidates from scratch and build the bundle under models/ (training/reproduce.py)
-	$(PY) -m training.reproduce
+train: ## reproduce the shipped bundle: train, build, fit OOD, evaluate, eval-shift (training/reproduce.py; resumable)
+	$(PY) -m training.reproduce $(ARGS)
 
-evaluate: ## evaluate a bundle on a split: make evaluate BUNDLE=... SPLIT=test
-	$(PY) -m training.evaluate --bundle $(BUNDLE) --split $(SPLIT)
+ablate: ## equal-budget ablations of the 2.0 recipe judged on val only (training/ablate.py)
+	$(PY) -m training.ablate $(ARGS)
+
+evaluate: ## evaluate a bundle on a split (on test also skin-tone/subgroup fairness): make evaluate BUNDLE=... SPLIT=test
+	$(PY) -m training.evaluate --bundle $(BUNDLE) --split $(SPLIT) $(ARGS)
 
 compose-up: ## build the image and start the compose stack (needs Docker; set SKINTRIAGE_INTERNAL_TOKEN and POSTGRES_PASSWORD)
 	docker compose up -d --build

@@ -345,6 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--staging", type=Path, default=Path("runs/bundle-staging"))
     parser.add_argument("--quantize", action="store_true", help="also measure a dynamic-int8 copy")
     parser.add_argument(
+        "--ablations", type=Path, help="summary.json of `make ablate`, copied into the bundle for the card"
+    )
+    parser.add_argument(
         "--train-minutes", type=str, default="", help="wall time of `make train`, for the card"
     )
     args = parser.parse_args(argv)
@@ -383,6 +386,8 @@ def main(argv: list[str] | None = None) -> None:
     for split, values in metrics.items():
         (bundle_dir / f"metrics_{split}.json").write_text(json.dumps(values, indent=2))
     (bundle_dir / "build_info.json").write_text(json.dumps(build_info(winner, candidates, quant), indent=2))
+    if args.ablations is not None and args.ablations.is_file():
+        shutil.copy2(args.ablations, bundle_dir / "ablations.json")
     write_model_card(
         bundle_dir,
         manifest,

@@ -27,6 +27,9 @@ log = logging.getLogger("training.reproduce")
 
 BUNDLE_NAME, BUNDLE_VERSION = "skintriage-effnet-lite0", "2.0.0"
 CANDIDATE_CONFIGS = ("training/configs/effnet_lite0_v2.yaml",)
+# `make ablate` (run separately: it trains its own variants) leaves its summary here; the card
+# shows it when present.
+ABLATIONS = "runs/ablations/summary.json"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
             "--version",
             BUNDLE_VERSION,
             "--quantize",
+            "--ablations",
+            ABLATIONS,
             "--train-minutes",
             f"{minutes:.0f} minutes of training in this run",
         ]

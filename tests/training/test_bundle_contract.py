@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from contracts.bundle import BundleManifest
 from model_bundle.loader import BundleError, load_manifest
-from tests.fixtures.tiny_bundle import manifest_dict
+from tests.fixtures.tiny_bundle import V2_RULE, V2_THRESHOLDS, manifest_dict, manifest_dict_v2
 
 VALID = manifest_dict("a" * 64)
 
@@ -100,3 +100,43 @@ def test_loader_refuses_a_model_whose_hash_differs_from_the_manifest(
 def test_loader_reports_a_missing_manifest(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match=r"no bundle\.json"):
         load_manifest(tmp_path)
+
+
+V2 = manifest_dict_v2("b" * 64, V2_THRESHOLDS, V2_RULE)
+
+
+def test_a_format_2_manifest_parses_with_its_letterbox_metadata_and_robustness() -> None:
+    manifest = BundleManifest.model_validate(V2)
+    assert manifest.format_version == 2 and manifest.preprocessing.resize_policy == "letterbox"
+    assert manifest.metadata is not None and manifest.io.metadata_input == "metadata"
+    assert manifest.robustness is not None and manifest.ood_detector is not None
+
+
+@pytest.mark.parametrize(
+    "missing", [["metadata"], ["robustness"], ["ood_detector"], ["preprocessing", "colour_constancy"]]
+)
+def test_a_2_x_manifest_missing_one_of_its_new_fields_is_rejected(missing: list[str]) -> None:
+    body = copy.deepcopy(V2)
+    node: dict[str, object] = body
+    for key in missing[:-1]:
+        node = node[key]  # type: ignore[assignment]
+    del node[missing[-1]]
+    with pytest.raises(ValidationError, match=missing[-1]):
+        BundleManifest.model_validate(body)
+
+
+def test_a_2_x_version_cannot_claim_format_1_and_format_1_cannot_letterbox() -> None:
+    with pytest.raises(ValidationError, match="format_version 2"):
+        BundleManifest.model_validate({**copy.deepcopy(V2), "format_version": 1})
+    body = copy.deepcopy(VALID)
+    body["preprocessing"] = copy.deepcopy(V2["preprocessing"])
+    body["io"]["input_shape"] = V2["io"]["input_shape"]  # type: ignore[index]
+    with pytest.raises(ValidationError, match="format_version 1"):
+        BundleManifest.model_validate(body)
+
+
+def test_metadata_section_and_metadata_input_come_together() -> None:
+    body = copy.deepcopy(V2)
+    body["io"]["metadata_input"] = None  # type: ignore[index]
+    with pytest.raises(ValidationError, match="metadata_input"):
+        BundleManifest.model_validate(body)
