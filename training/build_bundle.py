@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import torch
 from numpy.typing import NDArray
 from PIL import Image
 
@@ -50,6 +51,7 @@ from training.export import (
     quantize_int8,
     verify_onnx,
 )
+from training.metrics import balanced_accuracy
 from training.model_card import write_model_card
 from training.train import load_dataset, metadata_spec_for, preprocessing_for
 
@@ -240,12 +242,28 @@ def build_candidate(
     if head is not None:
         np.savez(staging / "oe_head.npz", weight=head[0], bias=head[1])
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    outputs = {s: onnx_outputs(session, splits[s], spec, metadata=meta_spec) for s in ("val", "test")}
+    val_out = onnx_outputs(session, val, spec, metadata=meta_spec)
+    log_prior = np.log(
+        np.bincount(splits["train"].labels, minlength=len(classes)) / len(splits["train"].labels)
+    )
+    tau, tau_table = choose_logit_adjustment(val_out["logits"], val.labels, log_prior)
+    if tau > 0:
+        # Folded into the classifier's bias, so the exported graph (and its hash) is the model.
+        with torch.no_grad():
+            model.fc.bias.sub_(torch.from_numpy((tau * log_prior).astype(np.float32)))
+        export_onnx(model, spec.input_hw, onnx_path)
+        max_diff = verify_onnx(model, onnx_path, verify_batch, verify_meta)
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        val_out = onnx_outputs(session, val, spec, metadata=meta_spec)
+    outputs = {"val": val_out, "test": onnx_outputs(session, splits["test"], spec, metadata=meta_spec)}
     manifest = fit_manifest(
         name, version, cfg, classes, onnx_path, outputs["val"]["logits"], val.labels, weights is not None
     )
     metrics = {s: bundle_metrics(outputs[s]["logits"], splits[s].labels, manifest) for s in ("val", "test")}
-    extra: dict[str, object] = {"weights": _checkpoint_weights(checkpoint)}
+    extra: dict[str, object] = {
+        "weights": _checkpoint_weights(checkpoint),
+        "logit_adjustment": {"tau": tau, "val": tau_table},
+    }
     if meta_spec is not None:
         for s in ("val", "test"):
             bare = onnx_outputs(session, splits[s], spec, metadata=meta_spec, use_metadata=False)
@@ -265,10 +283,29 @@ def build_candidate(
     return Candidate(checkpoint, cfg.arch, staging, manifest, outputs, metrics, max_diff, extra)
 
 
+LOGIT_ADJUSTMENT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def choose_logit_adjustment(
+    val_logits: NDArray[np.float32], val_labels: NDArray[np.int64], log_prior: NDArray[np.float64]
+) -> tuple[float, list[dict[str, float]]]:
+    """Post-hoc logit adjustment (Menon et al. 2021): logits - tau * log(train prior) favours the
+    rare classes. tau is chosen on val from a small grid, by the mean of balanced accuracy and
+    accuracy (both are targets; either alone would trade the other away), 0 when nothing beats
+    it. Returns tau and the val numbers of every grid point."""
+    num_classes = val_logits.shape[1]
+    table = []
+    for tau in LOGIT_ADJUSTMENT_GRID:
+        preds = (val_logits - tau * log_prior).argmax(axis=1)
+        bal = balanced_accuracy(val_labels, preds, num_classes)
+        acc = float((preds == val_labels).mean())
+        table.append({"tau": tau, "balanced_accuracy": bal, "accuracy": acc, "mean": (bal + acc) / 2})
+    best = max(table, key=lambda row: (round(row["mean"], 4), -row["tau"]))
+    return float(best["tau"]), table
+
+
 def _checkpoint_weights(checkpoint: Path) -> str:
     """'raw' or 'ema': which weights the checkpoint holds (1.0.0 checkpoints predate EMA)."""
-    import torch
-
     return str(torch.load(checkpoint, map_location="cpu", weights_only=False).get("weights", "raw"))
 
 
@@ -324,6 +361,7 @@ def build_info(
                 "architecture": c.manifest.architecture,
                 "checkpoint": str(c.checkpoint),
                 "weights": c.extra.get("weights"),
+                "logit_adjustment": c.extra.get("logit_adjustment"),
                 "shipped": c is winner,
                 "metrics": {s: {k: m[k] for k in keys if k in m} for s, m in c.metrics.items()},
             }

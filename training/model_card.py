@@ -307,6 +307,22 @@ def ablation_lines(winner: Candidate) -> list[str]:
     return lines
 
 
+def logit_adjustment_lines(winner: Candidate) -> list[str]:
+    """The post-hoc logit adjustment chosen on val (build_bundle.choose_logit_adjustment)."""
+    chosen = winner.extra.get("logit_adjustment")
+    if not isinstance(chosen, dict):
+        return []
+    grid = ", ".join(
+        f"{row['tau']:g}: bal. acc. {row['balanced_accuracy']:.3f} / acc. {row['accuracy']:.3f}"
+        for row in chosen["val"]
+    )
+    return [
+        f"- Post-hoc logit adjustment (Menon et al. 2021), logits - tau * log(train class prior), tau = {chosen['tau']:g},"
+        " chosen on val by the mean of balanced accuracy and accuracy and folded into the classifier's bias"
+        f" (so `model.onnx` includes it). Val per tau: {grid}.",
+    ]
+
+
 def recipe_ablation_lines(path: Path) -> list[str]:
     """The equal-budget ablations of the recipe (`make ablate`, judged on val), when recorded."""
     if not path.is_file():
@@ -398,6 +414,7 @@ def write_model_card(
         "- The resolved training config and seed are stored in `bundle.json` (`provenance.config`).",
         "",
         "## Calibration and thresholds (all fitted on `val`)",
+        *logit_adjustment_lines(winner),
         f"- Temperature T = {manifest.temperature:.3f} (NLL-optimal on val). ECE on test: {m_test['ece_uncalibrated']:.3f} before, {m_test['ece']:.3f} after.",
         f"- Triage on P(malignant) = P(mel) + P(bcc) + P(akiec): `urgent` if >= {manifest.triage.urgent_malignant_probability:.4f}"
         f" (val malignant sensitivity {manifest.triage.val_urgent_sensitivity:.3f}, specificity {manifest.triage.val_urgent_specificity:.3f});"
