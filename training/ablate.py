@@ -31,6 +31,7 @@ from training.data import SplitData
 from training.eval_shift import evaluate_shifts
 from training.evaluate import bundle_metrics, onnx_outputs
 from training.export import classifier_weights, export_onnx, load_checkpoint
+from training.model_card import recipe_ablation_lines, write_section
 from training.train import load_dataset, metadata_spec_for, preprocessing_for, train
 
 log = logging.getLogger("training.ablate")
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="training/configs/effnet_lite0_v2.yaml")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    parser.add_argument("--bundle", type=Path, help="also record the summary in this bundle's card")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = load_config(args.config)
@@ -165,6 +167,11 @@ def main(argv: list[str] | None = None) -> None:
         json.dumps({**results, "_verdicts": decisions} if decisions else results, indent=2)
     )
     print("\n".join(table({k: v for k, v in results.items() if not k.startswith("_")}, decisions)))
+    if args.bundle is not None:
+        shutil.copy2(summary_path, args.bundle / "ablations.json")
+        write_section(
+            args.bundle / "MODEL_CARD.md", "ablations", recipe_ablation_lines(args.bundle / "ablations.json")
+        )
 
 
 if __name__ == "__main__":

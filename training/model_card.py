@@ -334,7 +334,6 @@ def recipe_ablation_lines(path: Path) -> list[str]:
     saved = json.loads(path.read_text())
     results = {k: v for k, v in saved.items() if not k.startswith("_")}
     return [
-        "",
         "### Which choices were kept (equal-budget ablations on `val`, `make ablate`)",
         "Each variant trained the first epochs of the same schedule and seed as the full recipe and was"
         " calibrated and measured on `val` only: clean, and through the shift benchmark applied to `val`."
@@ -453,7 +452,9 @@ def write_model_card(
             f"| {code} | {row['support']} | {_fmt(row['sensitivity'])} | {_fmt(row['specificity'])} | {_fmt(row.get('auc', float('nan')))} |"
         )
     lines += ablation_lines(winner)
-    lines += recipe_ablation_lines(bundle_dir / "ablations.json")
+    ablations = recipe_ablation_lines(bundle_dir / "ablations.json")
+    if ablations:
+        lines += ["", "<!-- ablations:start -->", *ablations, "<!-- ablations:end -->"]
     lines += [
         "",
         "![confusion matrix](plots/confusion_matrix.png) ![ROC curves](plots/roc_curves.png)",
