@@ -392,7 +392,12 @@ def write_model_card(
         "- It does not recognise rashes, eczema, psoriasis, infections, wounds, or any condition outside the 7 classes.",
         "- It was trained only on dermoscopic images: clinical (non-dermoscopic) phone photos are out of scope,",
         "  and so are non-skin images; the OOD service rejects many of these, not all.",
-        "- HAM10000 comes mostly from fair-skinned European/Australian patients; performance on darker skin types is unmeasured.",
+        (
+            "- HAM10000 comes mostly from fair-skinned European/Australian patients: by the skin-tone proxy below (ITA),"
+            " too few `test` images are tan or brown/dark to measure the model on them."
+            if manifest.format_version >= 2
+            else "- HAM10000 comes mostly from fair-skinned European/Australian patients; performance on darker skin types is unmeasured."
+        ),
         "- It is not a diagnosis and must never be the only basis of a clinical decision.",
         "",
         "## Model",
