@@ -247,7 +247,7 @@ def build_candidate(
         np.bincount(splits["train"].labels, minlength=len(classes)) / len(splits["train"].labels)
     )
     tau, tau_table = choose_logit_adjustment(val_out["logits"], val.labels, log_prior)
-    if tau > 0:
+    if tau != 0:
         # Folded into the classifier's bias, so the exported graph (and its hash) is the model.
         with torch.no_grad():
             model.fc.bias.sub_(torch.from_numpy((tau * log_prior).astype(np.float32)))
@@ -283,7 +283,8 @@ def build_candidate(
     return Candidate(checkpoint, cfg.arch, staging, manifest, outputs, metrics, max_diff, extra)
 
 
-LOGIT_ADJUSTMENT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Negative tau undoes part of the class weighting of the loss (favours the common classes).
+LOGIT_ADJUSTMENT_GRID = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def choose_logit_adjustment(
@@ -291,8 +292,8 @@ def choose_logit_adjustment(
 ) -> tuple[float, list[dict[str, float]]]:
     """Post-hoc logit adjustment (Menon et al. 2021): logits - tau * log(train prior) favours the
     rare classes. tau is chosen on val from a small grid, by the mean of balanced accuracy and
-    accuracy (both are targets; either alone would trade the other away), 0 when nothing beats
-    it. Returns tau and the val numbers of every grid point."""
+    accuracy (both are targets; either alone would trade the other away), the smallest |tau| on
+    ties, so 0 when nothing beats it. Returns tau and the val numbers of every grid point."""
     num_classes = val_logits.shape[1]
     table = []
     for tau in LOGIT_ADJUSTMENT_GRID:
@@ -300,7 +301,7 @@ def choose_logit_adjustment(
         bal = balanced_accuracy(val_labels, preds, num_classes)
         acc = float((preds == val_labels).mean())
         table.append({"tau": tau, "balanced_accuracy": bal, "accuracy": acc, "mean": (bal + acc) / 2})
-    best = max(table, key=lambda row: (round(row["mean"], 4), -row["tau"]))
+    best = max(table, key=lambda row: (round(row["mean"], 4), -abs(row["tau"])))
     return float(best["tau"]), table
 
 

@@ -28,7 +28,18 @@ def test_a_head_biased_against_the_rare_class_gets_a_positive_tau() -> None:
     assert chosen["mean"] >= untouched["mean"]
 
 
-def test_an_unbiased_head_keeps_tau_zero() -> None:
-    logits, labels, log_prior = _val(bias_against_rare=0.0)
+def test_a_head_biased_towards_the_rare_class_gets_a_negative_tau() -> None:
+    logits, labels, log_prior = _val(bias_against_rare=-3.0)
     tau, table = choose_logit_adjustment(logits, labels, log_prior)
-    assert tau == 0.0 and len(table) == 5
+    assert tau < 0
+    assert (
+        next(r for r in table if r["tau"] == tau)["accuracy"]
+        > next(r for r in table if r["tau"] == 0)["accuracy"]
+    )
+
+
+def test_with_a_uniform_prior_nothing_changes_and_tau_stays_zero() -> None:
+    logits, labels, _ = _val(bias_against_rare=1.0)
+    tau, table = choose_logit_adjustment(logits, labels, np.log(np.array([0.5, 0.5])))
+    assert tau == 0.0 and len(table) == 7
+    assert len({round(r["mean"], 6) for r in table}) == 1
