@@ -53,7 +53,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     class_weight_power: float = 0.5  # weight_c = (N / n_c) ** power; 0 = unweighted, 1 = inverse
     weighted_sampler: bool = False
-    patience: int = 4  # early stopping on val balanced accuracy
+    patience: int = 4  # early stopping on the val selection metric
+    select_metric: str = "balanced_accuracy"  # or "mean_ba_auc": the mean of it and macro AUC
     stop_epoch: int = 0  # >0: stop after this many epochs of the schedule (equal-budget ablations)
     ema_decay: float = 0.0  # >0: also keep an exponential moving average of the weights
     outlier_exposure: float = 0.0  # >0: weight of the outlier-exposure losses (dermoscopy-vs-not)

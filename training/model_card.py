@@ -401,7 +401,7 @@ def write_model_card(
         "- It is not a diagnosis and must never be the only basis of a clinical decision.",
         "",
         "## Model",
-        f"- Shipped architecture: **{manifest.architecture}**, chosen over the other candidate(s) by validation balanced accuracy.",
+        f"- Shipped architecture: **{manifest.architecture}**, chosen among the candidates by the mean of validation balanced accuracy and macro AUC.",
         *input_lines(manifest),
         "- Outputs: `logits`, the pooled `embedding` (1280-d), the last convolutional `feature_map` (1280 x H/32 x W/32).",
         f"- ONNX opset {manifest.opset}; ONNX Runtime matches PyTorch to max |diff| {winner.export_max_abs_diff:.1e} on {32} real validation images.",
@@ -466,7 +466,7 @@ def write_model_card(
         "",
         "![reliability before and after temperature scaling](plots/reliability.png)",
         "",
-        "### Both architectures on the same split",
+        "### Every candidate on the same splits",
         "| model | accuracy | bal. acc. | macro AUC | ECE | urgent sens. | urgent spec. | conformal cov. | set size |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

@@ -26,7 +26,7 @@ from training.train import train
 log = logging.getLogger("training.reproduce")
 
 BUNDLE_NAME, BUNDLE_VERSION = "skintriage-effnet-lite0", "2.0.0"
-CANDIDATE_CONFIGS = ("training/configs/effnet_lite0_v2.yaml",)
+CANDIDATE_CONFIGS = ("training/configs/effnet_lite0_v2.yaml", "training/configs/effnet_lite0_v2_lowlr.yaml")
 # `make ablate` (run separately: it trains its own variants) leaves its summary here; the card
 # shows it when present.
 ABLATIONS = "runs/ablations/summary.json"

@@ -42,7 +42,7 @@ LIMIT = ["--limit-per-split", "28"]
 @pytest.fixture(scope="module")
 def v2_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("v2")
-    cfg = load_config("training/configs/effnet_lite0_v2.yaml", [*V2, f"out_dir={root / 'run'}"])
+    cfg = load_config("training/configs/effnet_lite0_v2_lowlr.yaml", [*V2, f"out_dir={root / 'run'}"])
     best = train(cfg)
     names = ["--name", "tiny", "--version", "2.0.0"]
     dirs = ["--out", str(root / "models"), "--staging", str(root / "staging")]
