@@ -33,7 +33,7 @@ from types import FrameType
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's console scripts: uvicorn, celery, alembic
-DEFAULT_BUNDLE = "models/skintriage-effnet-lite0/1.0.0"
+DEFAULT_BUNDLE = "models/skintriage-effnet-lite0/2.0.0"
 DEMO_TENANT = "demo"
 INTERNAL_TOKEN_VARS = (
     "GATEWAY_INTERNAL_TOKEN",

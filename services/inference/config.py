@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contracts.secrets import check_internal_token
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "1.0.0"
+DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "2.0.0"
 EMBEDDED_BROKER_URL = "sqla+sqlite:///var/celery-broker.db"
 
 

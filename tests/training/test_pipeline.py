@@ -201,12 +201,16 @@ def test_config_yaml_and_overrides_apply_in_order_and_unknown_keys_fail(tmp_path
     assert json.dumps(cfg.to_dict())  # serialisable into checkpoints and bundle.json
 
 
-def test_shipped_bundle_manifest_if_present_is_valid() -> None:
-    shipped = Path(__file__).resolve().parents[2] / "models" / "skintriage-effnet-lite0" / "1.0.0"
+@pytest.mark.parametrize("version", ["1.0.0", "2.0.0"])
+def test_shipped_bundles_are_valid_and_hash_checked(version: str) -> None:
+    shipped = Path(__file__).resolve().parents[2] / "models" / "skintriage-effnet-lite0" / version
     if not (shipped / "bundle.json").exists():
-        pytest.fail("the shipped bundle models/skintriage-effnet-lite0/1.0.0 is missing")
+        pytest.fail(f"the shipped bundle models/skintriage-effnet-lite0/{version} is missing")
     manifest = BundleManifest.model_validate_json((shipped / "bundle.json").read_text())
     assert load_manifest(shipped).onnx_sha256 == manifest.onnx_sha256
+    assert manifest.format_version == int(version[0])
+    size = sum(f.stat().st_size for f in shipped.rglob("*") if f.is_file())
+    assert size <= 25_000_000, f"{version} is {size / 1e6:.1f} MB"
 
 
 def test_kfold_command_trains_one_model_per_grouped_fold_and_writes_a_summary(tmp_path: Path) -> None:
