@@ -1,7 +1,8 @@
-"""The OOD detector's scores, statistics and decision rule (pure numpy; sklearn only to fit).
+"""The OOD detector's statistics and decision rule (pure numpy; sklearn only to fit).
 
 Every score is oriented so that HIGHER means MORE out-of-distribution, as the `OodDetector`
-contract (contracts/bundle.py) states; services/ood mirrors these formulas at serve time:
+contract (contracts/bundle.py) states. The formulas are model_bundle.ood_scores', shared with
+the OOD service:
 
 - msp:         1 - max_c softmax(logits / T)_c                      (T = bundle temperature)
 - entropy:     -sum_c p_c log p_c / log K,  p = softmax(logits / T)  (in [0, 1])
@@ -21,7 +22,6 @@ distribution, with q the largest level at which the rule still accepts the targe
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,34 +29,20 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from model_bundle.triage import softmax
+# The formulas live once in model_bundle.ood_scores (the OOD service scores with the same);
+# re-exported here for the fitting and evaluation code.
+from model_bundle.ood_scores import energy_score as energy_score
+from model_bundle.ood_scores import entropy_score as entropy_score
+from model_bundle.ood_scores import knn_score as knn_score
+from model_bundle.ood_scores import l2_normalise as l2_normalise
+from model_bundle.ood_scores import mahalanobis_score as mahalanobis_score
+from model_bundle.ood_scores import msp_score as msp_score
+from model_bundle.ood_scores import oe_score as oe_score
 
 SCORE_NAMES: tuple[str, ...] = ("msp", "entropy", "energy", "mahalanobis", "knn", "oe")
 EMBEDDING_SCORES = frozenset({"mahalanobis", "knn", "oe"})
 
 FloatArray = NDArray[np.float64]
-
-
-def msp_score(logits: NDArray[np.floating], temperature: float) -> FloatArray:
-    """1 - max softmax(logits / T) per row: 0 for a certain model, 1 - 1/K for uniform logits."""
-    out: FloatArray = 1.0 - softmax(logits, temperature).max(axis=-1)
-    return out
-
-
-def entropy_score(logits: NDArray[np.floating], temperature: float) -> FloatArray:
-    """Shannon entropy of softmax(logits / T) divided by log K, in [0, 1] (1 = uniform)."""
-    p = np.clip(softmax(logits, temperature), 1e-12, 1.0)
-    out: FloatArray = -(p * np.log(p)).sum(axis=-1) / math.log(p.shape[-1])
-    return out
-
-
-def energy_score(logits: NDArray[np.floating], temperature: float) -> FloatArray:
-    """-T * logsumexp(logits / T) per row (Liu et al. 2020): higher = less energy in any class."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    peak = z.max(axis=-1, keepdims=True)
-    lse = peak[..., 0] + np.log(np.exp(z - peak).sum(axis=-1))
-    out: FloatArray = -temperature * lse
-    return out
 
 
 def fit_gaussian(
@@ -78,28 +64,6 @@ def fit_gaussian(
     return means.astype(np.float32), precision.astype(np.float32), float(lw.shrinkage_)
 
 
-def mahalanobis_score(
-    embeddings: NDArray[np.floating], class_means: NDArray[np.floating], precision: NDArray[np.floating]
-) -> FloatArray:
-    """min over classes of (e - mu_c)^T P (e - mu_c), per row (Lee et al. 2018)."""
-    e = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
-    mu = np.asarray(class_means, dtype=np.float64)
-    p = np.asarray(precision, dtype=np.float64)
-    # (e - mu)^T P (e - mu) = e'Pe - 2 e'P mu + mu'P mu, for all (row, class) pairs at once.
-    ep = e @ p
-    d = (ep * e).sum(axis=1)[:, None] - 2.0 * ep @ mu.T + ((mu @ p) * mu).sum(axis=1)[None, :]
-    out: FloatArray = np.maximum(d.min(axis=1), 0.0)
-    return out
-
-
-def l2_normalise(x: NDArray[np.floating]) -> FloatArray:
-    """Rows scaled to unit length (a zero row stays zero)."""
-    a = np.asarray(x, dtype=np.float64)
-    norm = np.linalg.norm(a, axis=-1, keepdims=True)
-    out: FloatArray = a / np.maximum(norm, 1e-12)
-    return out
-
-
 def knn_reference(embeddings: NDArray[np.floating], max_size: int, seed: int = 0) -> NDArray[np.float32]:
     """L2-normalised train embeddings, a seeded random subsample of at most `max_size` rows."""
     e = np.asarray(embeddings)
@@ -107,25 +71,6 @@ def knn_reference(embeddings: NDArray[np.floating], max_size: int, seed: int = 0
         keep = np.sort(np.random.default_rng(seed).choice(len(e), size=max_size, replace=False))
         e = e[keep]
     return l2_normalise(e).astype(np.float32)
-
-
-def knn_score(embeddings: NDArray[np.floating], reference: NDArray[np.floating], k: int) -> FloatArray:
-    """1 - cosine similarity to the k-th nearest reference row (Sun et al. 2022), per row."""
-    if not 1 <= k <= len(reference):
-        raise ValueError(f"knn k={k} must be in [1, {len(reference)}]")
-    sims = l2_normalise(np.atleast_2d(embeddings)) @ np.asarray(reference, dtype=np.float64).T
-    kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
-    out: FloatArray = 1.0 - kth
-    return out
-
-
-def oe_score(
-    embeddings: NDArray[np.floating], weight: NDArray[np.floating], bias: NDArray[np.floating]
-) -> FloatArray:
-    """The outlier-exposure head's logit w . e + b per row (higher = less like dermoscopy)."""
-    e = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
-    out: FloatArray = e @ np.asarray(weight, dtype=np.float64) + float(np.asarray(bias).reshape(-1)[0])
-    return out
 
 
 @dataclass(frozen=True)

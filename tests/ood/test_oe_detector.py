@@ -55,14 +55,16 @@ def _oe_at(bundle: Path, target: float) -> np.ndarray:
     return weight * (target - float(bias[0])) / float(weight @ weight)
 
 
-def test_oe_equals_trainings_formula_on_random_embeddings() -> None:
+def test_oe_is_the_heads_logit_and_training_scores_batches_alike() -> None:
     rng = np.random.default_rng(7)
     embeddings = rng.normal(0, 3, (50, 16))
     weight, bias = rng.normal(0, 1, 16).astype(np.float32), rng.normal(0, 1, 1).astype(np.float32)
 
     served = [oe_score(e, weight, bias) for e in embeddings]
 
-    np.testing.assert_allclose(served, training_oe_score(embeddings, weight, bias), rtol=1e-12)
+    expected = embeddings @ weight.astype(np.float64) + float(bias[0])
+    np.testing.assert_allclose(served, expected, rtol=1e-9)
+    np.testing.assert_allclose(training_oe_score(embeddings, weight, bias), expected, rtol=1e-9)
 
 
 def test_oe_is_scored_only_when_the_statistics_hold_the_head() -> None:

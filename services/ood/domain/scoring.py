@@ -3,8 +3,9 @@
 Logit scores use the bundle's temperature, so MSP and entropy are read off the same calibrated
 probabilities the worker reports, and the thresholds in bundle.json must be fitted on those too.
 Embedding scores use the statistics of the bundle's `ood_detector` (`DetectorStats`), fitted on
-the train split's embeddings (and, for `oe`, the outlier-exposure head trained with the network);
-the formulas mirror training/ood.py and the `OodDetector` contract.
+the train split's embeddings (and, for `oe`, the outlier-exposure head trained with the network).
+The formulas are model_bundle.ood_scores', the ones training fits and measures the detector
+with; this module applies them to one image and names the results.
 
 Orientation: `Scores.msp` is the max softmax probability itself (low = unsure), as every response
 has always reported it; every other score is oriented so that higher means more OOD. The
@@ -13,11 +14,12 @@ detector's "msp" score is 1 - msp (`Scores.oriented`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+
+from model_bundle import ood_scores as formulas
 
 FloatArray = NDArray[np.float64]
 
@@ -63,79 +65,37 @@ class Scores:
         return self.as_dict() | {"msp": 1.0 - self.msp}
 
 
-def _logsumexp(z: FloatArray) -> float:
-    peak = float(z.max())
-    return peak + math.log(float(np.exp(z - peak).sum()))
-
-
-def calibrated_probabilities(logits: NDArray[np.floating], temperature: float) -> FloatArray:
-    """softmax(logits / T) for one image."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    e = np.exp(z - z.max())
-    out: FloatArray = e / e.sum()
-    return out
-
-
-def max_softmax_probability(probs: NDArray[np.floating]) -> float:
-    """MSP (Hendrycks & Gimpel 2017): low when the model is unsure; 1/K at worst."""
-    return float(np.max(probs))
-
-
-def normalized_entropy(probs: NDArray[np.floating]) -> float:
-    """Shannon entropy / log(K), in [0, 1]: 1.0 for a uniform output, 0.0 for a one-hot one."""
-    p = np.asarray(probs, dtype=np.float64)
-    k = p.size
-    nonzero = p[p > 0]
-    entropy = float(-(nonzero * np.log(nonzero)).sum())
-    return min(1.0, max(0.0, entropy / math.log(k)))
-
-
 def energy_score(logits: NDArray[np.floating], temperature: float) -> float:
     """Energy (Liu et al. 2020): -T * logsumexp(logits / T); lower means more in-distribution."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    return -temperature * _logsumexp(z)
+    return float(formulas.energy_score(logits, temperature)[0])
 
 
 def mahalanobis_score(
     embedding: NDArray[np.floating], class_means: NDArray[np.floating], precision: NDArray[np.floating]
 ) -> float:
     """min over classes c of (e - mu_c)^T P (e - mu_c) (Lee et al. 2018); 0 at a class mean."""
-    diff = np.asarray(class_means, dtype=np.float64) - np.asarray(embedding, dtype=np.float64)[None, :]
-    distances = ((diff @ np.asarray(precision, dtype=np.float64)) * diff).sum(axis=1)
-    # P is positive semi-definite, so a negative distance is only float round-off.
-    return max(float(distances.min()), 0.0)
+    return float(formulas.mahalanobis_score(embedding, class_means, precision)[0])
 
 
 def knn_score(embedding: NDArray[np.floating], reference: NDArray[np.floating], k: int) -> float:
     """1 - cosine similarity of e to its k-th nearest row of the L2-normalised `reference`
     (Sun et al. 2022): 0 when k reference rows point the same way as e, up to 2."""
-    ref = np.asarray(reference, dtype=np.float64)
-    if not 1 <= k <= len(ref):
-        raise ValueError(f"knn k={k} must be in [1, {len(ref)}]")
-    e = np.asarray(embedding, dtype=np.float64)
-    e = e / max(float(np.linalg.norm(e)), 1e-12)
-    similarities = ref @ e
-    kth_largest = float(np.partition(similarities, len(ref) - k)[len(ref) - k])
-    return 1.0 - kth_largest
+    return float(formulas.knn_score(embedding, reference, k)[0])
 
 
 def oe_score(
     embedding: NDArray[np.floating], weight: NDArray[np.floating], bias: NDArray[np.floating]
 ) -> float:
-    """w . e + b, the logit of the binary head trained with the network on generated
-    non-dermoscopy images (outlier exposure, Hendrycks et al. 2019): higher = less like dermoscopy."""
-    e = np.asarray(embedding, dtype=np.float64)
-    return float(
-        e @ np.asarray(weight, dtype=np.float64) + float(np.asarray(bias, dtype=np.float64).reshape(-1)[0])
-    )
+    """The outlier-exposure head's logit w . e + b: higher = less like a dermoscopic image."""
+    return float(formulas.oe_score(embedding, weight, bias)[0])
 
 
 def score_logits(logits: NDArray[np.floating], temperature: float) -> Scores:
-    """The logit scores for one image's raw logits at the bundle's temperature."""
-    probs = calibrated_probabilities(logits, temperature)
+    """The logit scores for one image's raw logits at the bundle's temperature (MSP reported as
+    the max probability itself, low = unsure, 1/K at worst)."""
     return Scores(
-        msp=max_softmax_probability(probs),
-        entropy=normalized_entropy(probs),
+        msp=1.0 - float(formulas.msp_score(logits, temperature)[0]),
+        entropy=float(formulas.entropy_score(logits, temperature)[0]),
         energy=energy_score(logits, temperature),
     )
 
