@@ -230,7 +230,14 @@ def test_eval_shift_end_to_end_on_the_tiny_bundle(tiny_bundle_dir: Path, tmp_pat
     )
     lines = eval_shift.robustness_section_lines(metrics)
     assert lines[0] == "## Robustness to other clinics' images (shift benchmark)"
-    assert sum(line.startswith("| ") for line in lines) == 1 + len(SHIFTS)
+    shift_rows = [
+        line for line in lines if line.startswith("| ") and "target" not in line and "goal" not in line
+    ]
+    target_rows = [
+        line for line in lines if line.startswith(("| melanoma-vs-nevus AUC", "| urgent sensitivity"))
+    ]
+    assert len(shift_rows) - len(target_rows) == 1 + len(SHIFTS)  # the header + one row per shift
+    assert len(target_rows) == 2 and all(line.endswith(("| yes |", "| no |")) for line in target_rows)
     assert any(f"**`{worst['name']}`**" in line for line in lines)
 
 
