@@ -81,8 +81,11 @@ def measure(checkpoint: Path, root: Path, splits: dict[str, SplitData], data_roo
     session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
     val = splits["val"]
     logits = onnx_outputs(session, val, spec, metadata=meta)["logits"]
+    # The version only selects the bundle format the variant's preprocessing needs (a centre crop
+    # is format 1); nothing ships from here.
+    version = "2.0.0" if spec.resize_policy == "letterbox" else "1.0.0"
     manifest = fit_manifest(
-        "ablation", "2.0.0", cfg, classes, bundle / "model.onnx", logits, val.labels, weights is not None
+        "ablation", version, cfg, classes, bundle / "model.onnx", logits, val.labels, weights is not None
     )
     (bundle / "bundle.json").write_text(manifest.model_dump_json(indent=2))
     clean = bundle_metrics(logits, val.labels, manifest)
