@@ -116,7 +116,8 @@ def verdicts(results: dict[str, dict[str, Any]]) -> dict[str, str]:
         shift = full["shifted_val_mean_mel_nv_auc"] - r["shifted_val_mean_mel_nv_auc"]
         keep = (clean > 0 and shift >= -MAX_LOSS) or (shift > 0 and clean >= -MAX_LOSS)
         out[name] = (
-            f"{'kept' if keep else 'not supported'} (clean val BA {clean:+.3f}, shifted val AUC {shift:+.3f})"
+            f"{'full recipe wins' if keep else 'full recipe does not win'}"
+            f" (clean val BA {clean:+.3f}, shifted val AUC {shift:+.3f})"
         )
     return out
 
