@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.secrets import check_internal_token
+from contracts.secrets import InternalToken
 
 MIB = 1024 * 1024
 
@@ -19,7 +19,7 @@ class Settings(BaseSettings):
 
     reports_url: str = "http://127.0.0.1:8002"
     broker_url: str = "sqla+sqlite:///var/celery-broker.db"
-    internal_token: SecretStr = Field(description="shared token sent to reports as X-Internal-Token")
+    internal_token: InternalToken = Field(description="shared token sent to reports as X-Internal-Token")
     reports_timeout_seconds: float = Field(default=10.0, gt=0)
 
     max_upload_bytes: int = Field(default=10 * MIB, gt=0, description="one image file, bytes")
@@ -42,11 +42,6 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=30.0, ge=0)
     auth_cache_max_entries: int = Field(default=10_000, gt=0)
     register_concurrency: int = Field(default=8, gt=0, description="parallel job registrations")
-
-    @field_validator("internal_token")
-    @classmethod
-    def _real_token(cls, value: SecretStr) -> SecretStr:
-        return check_internal_token(value)
 
     @field_validator("reports_url")
     @classmethod

@@ -16,15 +16,14 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
 
+from contracts.tasks import INFERENCE_QUEUE, INFERENCE_TASK_NAME
 from model_bundle.loader import load_manifest
+from services.common.json_logging import configure_logging
 from services.inference.config import Settings, get_settings
-from services.inference.json_logging import configure_logging
+from services.inference.json_logging import WorkerJsonFormatter
 from services.inference.resources import close_resources, init_resources
 
 log = logging.getLogger("services.inference.worker")
-
-QUEUE = "inference"
-TASK_NAME = "inference.predict"
 
 
 def _ensure_sqlite_dir(broker_url: str) -> None:
@@ -61,8 +60,8 @@ def create_celery_app(settings: Settings) -> Celery:
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
-        task_routes={TASK_NAME: {"queue": QUEUE}},
-        task_default_queue=QUEUE,
+        task_routes={INFERENCE_TASK_NAME: {"queue": INFERENCE_QUEUE}},
+        task_default_queue=INFERENCE_QUEUE,
         # Ack after the task finishes and requeue if the process dies mid-task: a crash never
         # loses a job, and the report upsert is idempotent on the job id, so a rerun is harmless.
         task_acks_late=True,
@@ -93,13 +92,13 @@ celery_app = create_celery_app(settings)
 
 def _on_setup_logging(**_: Any) -> None:
     # Connecting this signal stops Celery from installing its own text log format.
-    configure_logging(settings.log_level)
+    configure_logging(WorkerJsonFormatter(), settings.log_level)
 
 
 def _on_worker_init(**_: Any) -> None:
     # Celery logs and swallows an Exception from a signal handler, which would leave a worker
     # consuming tasks it cannot run; SystemExit is not swallowed, so the worker refuses to start.
-    configure_logging(settings.log_level)
+    configure_logging(WorkerJsonFormatter(), settings.log_level)
     try:
         load_manifest(settings.bundle_dir)
     except Exception as exc:
@@ -110,7 +109,7 @@ def _on_worker_init(**_: Any) -> None:
 
 
 def _on_worker_process_init(**_: Any) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(WorkerJsonFormatter(), settings.log_level)
     try:
         init_resources(settings)
     except Exception as exc:

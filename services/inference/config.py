@@ -5,10 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.secrets import check_internal_token
+from contracts.secrets import InternalToken
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "2.0.0"
@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     bundle_dir: Path = DEFAULT_BUNDLE_DIR
     ood_url: str = "http://127.0.0.1:8001"
     reports_url: str = "http://127.0.0.1:8002"
-    internal_token: SecretStr
+    internal_token: InternalToken
     ort_threads: int = Field(default=1, ge=1, le=64, description="ONNX Runtime intra-op threads per process")
     http_timeout_seconds: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=5, ge=0, le=20, description="retries of transient failures, then fail")
@@ -36,11 +36,6 @@ class Settings(BaseSettings):
         default=3600, gt=0, description="s; Redis redelivers an unacked task after this"
     )
     log_level: str = "INFO"
-
-    @field_validator("internal_token")
-    @classmethod
-    def _real_token(cls, value: SecretStr) -> SecretStr:
-        return check_internal_token(value)
 
     @field_validator("ood_url", "reports_url")
     @classmethod

@@ -1,62 +1,42 @@
-"""One JSON object per log line on stdout, configured once per process."""
+"""The worker's extension of the shared JSON log lines (`services/common/json_logging.py`): its
+own fields, and Celery's `data` field scrubbed so that a task's payload (the image) never reaches
+a log."""
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
-from datetime import UTC, datetime
 
-# Attributes every LogRecord has; anything else was passed with `extra=` and is logged as a field.
-_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
-# Celery's worker logs a task's args/kwargs in `extra={"data": ...}`: here that is the whole
-# payload, image included, which must never reach a log.
+from services.common.json_logging import JsonFormatter
+
+# The worker's own `extra=` log fields, beside services.common.json_logging.COMMON_FIELDS.
+LOG_FIELDS = (
+    "data",
+    "decision",
+    "timings_ms",
+    "model",
+    "version",
+    "sha256",
+    "bundle_dir",
+    "ort_threads",
+    "declared",
+    "decoded",
+)
+# Celery's worker logs a task's receipt, success and failure with `extra={"data": context}`; the
+# context holds the task's args/kwargs, here the whole payload, image included. Only these keys
+# of it are kept.
 _CELERY_DATA_KEYS = frozenset({"id", "name", "runtime", "exc", "description", "eta", "expires"})
-_configured = False
 
 
-def _without_payload(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: v for k, v in value.items() if k in _CELERY_DATA_KEYS}
-    return value
+class WorkerJsonFormatter(JsonFormatter):
+    """The shared JSON line, with `data` reduced to Celery's task identity and outcome."""
 
+    def __init__(self) -> None:
+        super().__init__("inference", fields=LOG_FIELDS)
 
-class JsonFormatter(logging.Formatter):
-    """Render a record as one JSON line: time, level, logger, message and `extra` fields."""
-
-    def __init__(self, service: str) -> None:
-        super().__init__()
-        self.service = service
-
-    def format(self, record: logging.LogRecord) -> str:
-        """The record as a JSON object on one line."""
-        body: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "service": self.service,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
-        if "data" in extras and record.name.startswith("celery"):
-            extras["data"] = _without_payload(extras["data"])
-        body.update(extras)
-        if record.exc_info:
-            body["exc"] = self.formatException(record.exc_info)
-        return json.dumps(body, default=str)
-
-
-def configure_logging(level: str = "INFO") -> None:
-    """Route every logger, Celery's included, through one JSON handler on stdout (idempotent)."""
-    global _configured
-    if _configured:
-        return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter("inference"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # One line per HTTP call is noise; the task logs its boundaries and failures itself.
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    _configured = True
+    def extra_fields(self, record: logging.LogRecord) -> dict[str, object]:
+        """The listed fields, `data` scrubbed (dropped when it is not Celery's context dict)."""
+        fields = super().extra_fields(record)
+        data = fields.pop("data", None)
+        if isinstance(data, dict):
+            fields["data"] = {key: value for key, value in data.items() if key in _CELERY_DATA_KEYS}
+        return fields

@@ -20,7 +20,9 @@ from pydantic import ValidationError
 from contracts.errors import DomainError
 from contracts.jobs import InferenceTask
 from contracts.reports import JobFailure
-from services.inference.celery_app import TASK_NAME, celery_app, settings
+from contracts.tasks import INFERENCE_TASK_NAME, PAYLOAD_KWARG, REQUEST_ID_TASK_HEADER
+from services.common.request_id import bound_request_id, is_well_formed, new_request_id
+from services.inference.celery_app import celery_app, settings
 from services.inference.domain.errors import PayloadInvalidError, TransientError
 from services.inference.domain.pipeline import run_job
 from services.inference.resources import get_resources
@@ -51,10 +53,20 @@ def _ids(payload: object, task_id: str | None) -> tuple[str | None, str | None, 
 
 def header_request_id(request: Any) -> str | None:
     """The `request_id` task header: top-level on a worker's request, under `headers` when eager."""
-    value = getattr(request, "request_id", None) or (getattr(request, "headers", None) or {}).get(
-        "request_id"
+    value = getattr(request, REQUEST_ID_TASK_HEADER, None) or (getattr(request, "headers", None) or {}).get(
+        REQUEST_ID_TASK_HEADER
     )
     return value if isinstance(value, str) and value else None
+
+
+def task_request_id(payload_request_id: str | None, request: Any) -> str:
+    """The task's request id: the payload's, else the task header's, when well formed; else a new
+    one (the rule the HTTP services apply to X-Request-ID). Every log line of the task and every
+    call it makes carries it."""
+    for candidate in (payload_request_id, header_request_id(request)):
+        if is_well_formed(candidate):
+            return candidate
+    return new_request_id()
 
 
 def failure_code(exc: BaseException) -> tuple[str, str]:
@@ -69,6 +81,14 @@ def failure_code(exc: BaseException) -> tuple[str, str]:
 class PredictTask(Task):  # type: ignore[misc]  # celery ships no type hints
     """Logs retries and records every final failure with the reports service."""
 
+    def message_ids(
+        self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[str | None, str | None, str]:
+        """(job_id, tenant_id, request_id) of the message being handled, read defensively."""
+        payload = (kwargs or {}).get(PAYLOAD_KWARG, args[0] if args else None)
+        job_id, tenant_id, payload_request_id = _ids(payload, task_id)
+        return job_id, tenant_id, task_request_id(payload_request_id, self.request)
+
     def on_retry(
         self,
         exc: BaseException,
@@ -78,11 +98,13 @@ class PredictTask(Task):  # type: ignore[misc]  # celery ships no type hints
         einfo: ExceptionInfo,
     ) -> None:
         """Log the transient failure that will be retried."""
+        _, _, request_id = self.message_ids(task_id, args, kwargs)
         code, message = failure_code(exc)
         log.warning(
             "task.retry",
             extra={
                 "task_id": task_id,
+                "request_id": request_id,
                 "attempt": self.request.retries + 1,
                 "error_code": code,
                 "error": message,
@@ -98,32 +120,31 @@ class PredictTask(Task):  # type: ignore[misc]  # celery ships no type hints
         einfo: ExceptionInfo,
     ) -> None:
         """Record the job as failed; best effort, since the reports service may be what failed."""
-        payload = (kwargs or {}).get("payload", args[0] if args else None)
-        job_id, tenant_id, request_id = _ids(payload, task_id)
-        request_id = request_id or header_request_id(self.request)
+        job_id, tenant_id, request_id = self.message_ids(task_id, args, kwargs)
         code, message = failure_code(exc)
         retries = self.request.retries
         if isinstance(exc, TransientError):
             message = f"gave up after {retries} retries: {message}"
-        log.error(
-            "task.failed",
-            exc_info=exc if code == "internal" else None,
-            extra={"job_id": job_id, "tenant_id": tenant_id, "request_id": request_id, "error_code": code},
-        )
-        if job_id is None or tenant_id is None:
-            log.error("task.failure_unreportable", extra={"task_id": task_id, "error_code": code})
-            return
-        failure = JobFailure(job_id=job_id, tenant_id=tenant_id, error_code=code, message=message)
-        try:
-            get_resources().reports.fail_job(failure, request_id=request_id)
-        except Exception:
-            log.exception("task.failure_not_recorded", extra={"job_id": job_id, "error_code": code})
+        with bound_request_id(request_id):
+            log.error(
+                "task.failed",
+                exc_info=exc if code == "internal" else None,
+                extra={"job_id": job_id, "tenant_id": tenant_id, "error_code": code},
+            )
+            if job_id is None or tenant_id is None:
+                log.error("task.failure_unreportable", extra={"task_id": task_id, "error_code": code})
+                return
+            failure = JobFailure(job_id=job_id, tenant_id=tenant_id, error_code=code, message=message)
+            try:
+                get_resources().reports.fail_job(failure, request_id=request_id)
+            except Exception:
+                log.exception("task.failure_not_recorded", extra={"job_id": job_id, "error_code": code})
 
 
 @celery_app.task(  # type: ignore[untyped-decorator]  # celery ships no type hints
     bind=True,
     base=PredictTask,
-    name=TASK_NAME,
+    name=INFERENCE_TASK_NAME,
     autoretry_for=(TransientError,),
     max_retries=settings.max_retries,
     retry_backoff=settings.retry_backoff_seconds,
@@ -133,28 +154,23 @@ class PredictTask(Task):  # type: ignore[misc]  # celery ships no type hints
 def predict(self: PredictTask, payload: dict[str, Any]) -> dict[str, str]:
     """Run one job (task id = job id) and upsert its report; returns the job id and status."""
     job = parse_payload(payload)
-    request_id = job.request_id or header_request_id(self.request)
+    request_id = task_request_id(job.request_id, self.request)
     if request_id != job.request_id:
         job = job.model_copy(update={"request_id": request_id})
-    log.info(
-        "task.start",
-        extra={
-            "job_id": job.job_id,
-            "tenant_id": job.tenant_id,
-            "request_id": request_id,
-            "attempt": self.request.retries,
-        },
-    )
-    resources = get_resources()
-    report = run_job(job, resources.predictor, resources.ood, resources.reports)
-    log.info(
-        "task.done",
-        extra={
-            "job_id": job.job_id,
-            "request_id": request_id,
-            "status": report.status.value,
-            "decision": report.ood.decision.value if report.ood else None,
-            "timings_ms": report.timings_ms,
-        },
-    )
+    with bound_request_id(request_id):
+        log.info(
+            "task.start",
+            extra={"job_id": job.job_id, "tenant_id": job.tenant_id, "attempt": self.request.retries},
+        )
+        resources = get_resources()
+        report = run_job(job, resources.predictor, resources.ood, resources.reports)
+        log.info(
+            "task.done",
+            extra={
+                "job_id": job.job_id,
+                "status": report.status.value,
+                "decision": report.ood.decision.value if report.ood else None,
+                "timings_ms": report.timings_ms,
+            },
+        )
     return {"job_id": job.job_id, "status": report.status.value}

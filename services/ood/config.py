@@ -5,10 +5,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.secrets import check_internal_token
+from contracts.secrets import InternalToken
 from services.ood.domain.decision import QualityThresholds
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OOD_", frozen=True, extra="ignore")
 
     bundle_dir: Path = DEFAULT_BUNDLE_DIR
-    internal_token: SecretStr
+    internal_token: InternalToken
     log_level: str = "INFO"
 
     tenant_acceptance: dict[str, float] = Field(
@@ -42,11 +42,6 @@ class Settings(BaseSettings):
     quality_min_contrast_std: float = Field(default=_DEFAULTS.min_contrast_std, ge=0)
     quality_max_dominant_fraction: float = Field(default=_DEFAULTS.max_dominant_fraction, ge=0, le=1)
     quality_min_colourfulness: float = Field(default=_DEFAULTS.min_colourfulness, ge=0)
-
-    @field_validator("internal_token")
-    @classmethod
-    def _real_token(cls, value: SecretStr) -> SecretStr:
-        return check_internal_token(value)
 
     @field_validator("tenant_acceptance")
     @classmethod

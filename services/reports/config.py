@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.secrets import check_internal_token
+from contracts.secrets import InternalToken
 
 DEFAULT_DATABASE_URL = "sqlite:///var/skintriage.db"
 DATABASE_URL_ENV = "REPORTS_DATABASE_URL"
@@ -23,12 +23,7 @@ class Settings(BaseSettings):
         default=DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL: sqlite:///path (embedded) or postgresql+psycopg://... (production)",
     )
-    internal_token: SecretStr = Field(description="shared secret expected in X-Internal-Token")
-
-    @field_validator("internal_token")
-    @classmethod
-    def _real_secret(cls, value: SecretStr) -> SecretStr:
-        return check_internal_token(value)
+    internal_token: InternalToken = Field(description="shared secret expected in X-Internal-Token")
 
     @field_validator("database_url")
     @classmethod

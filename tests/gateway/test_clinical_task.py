@@ -11,7 +11,8 @@ import pytest
 from kombu import Connection
 
 from contracts.jobs import ClinicalMetadata, InferenceTask
-from services.gateway.adapters.task_publisher import QUEUE, CeleryTaskPublisher, build_celery_app
+from contracts.tasks import INFERENCE_QUEUE
+from services.gateway.adapters.task_publisher import CeleryTaskPublisher, build_celery_app
 from services.gateway.api.app import create_app
 from services.gateway.config import Settings
 from tests.gateway import samples
@@ -77,7 +78,7 @@ async def test_every_job_of_a_batch_carries_the_batchs_clinical_part(client, pub
 def _drain() -> list[str]:
     """Bodies of every message waiting on the inference queue, as the worker would receive them."""
     with Connection("memory://") as connection:
-        queue = connection.SimpleQueue(QUEUE)
+        queue = connection.SimpleQueue(INFERENCE_QUEUE)
         bodies = []
         while queue.qsize():
             message = queue.get(timeout=1)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services.inference.celery_app import QUEUE, celery_app, create_celery_app
+from contracts.tasks import INFERENCE_QUEUE
+from services.inference.celery_app import celery_app, create_celery_app
 from services.inference.config import Settings
 from services.inference.resources import build_resources
 from services.inference.tasks import predict
@@ -32,8 +33,8 @@ def test_only_json_is_accepted_and_sent() -> None:
 
 def test_predict_is_routed_to_the_inference_queue() -> None:
     assert predict.name == "inference.predict"
-    assert celery_app.conf.task_routes == {"inference.predict": {"queue": QUEUE}}
-    assert QUEUE == "inference"
+    assert celery_app.conf.task_routes == {"inference.predict": {"queue": INFERENCE_QUEUE}}
+    assert INFERENCE_QUEUE == "inference"
 
 
 def test_time_limits_end_a_task_before_redis_redelivers_it() -> None:

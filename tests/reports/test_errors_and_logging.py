@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from services.common.json_logging import JsonFormatter
 from services.reports.db.engine import make_engine
-from services.reports.json_logging import JsonFormatter
 from tests.reports.factories import tenant_headers
 
 
@@ -65,7 +65,7 @@ def test_each_request_logs_one_json_line_without_query_or_patient_ref(
         )
     records = [r for r in caplog.records if r.name == "services.reports.request"]
     assert len(records) == 1
-    line = JsonFormatter().format(records[0])
+    line = JsonFormatter("reports").format(records[0])
     assert "\n" not in line
     assert "PATIENT-XYZ" not in line
     logged = json.loads(line)
@@ -86,7 +86,7 @@ def test_unexpected_error_is_logged_with_its_traceback(
         client.get("/explode")
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
-    assert "RuntimeError: boom" in json.loads(JsonFormatter().format(errors[0]))["exc"]
+    assert "RuntimeError: boom" in json.loads(JsonFormatter("reports").format(errors[0]))["exc"]
 
 
 def test_database_errors_never_carry_statement_parameters(database_url: str) -> None:

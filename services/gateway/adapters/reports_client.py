@@ -20,6 +20,8 @@ from contracts.errors import DomainError, ErrorBody
 from contracts.jobs import JobCreate
 from contracts.records import ApiKeyVerifyRequest, ApiKeyVerifyResponse, BatchCreate, BatchView
 from contracts.reports import JobFailure, JobView, ReportPage
+from services.common.internal_auth import INTERNAL_TOKEN_HEADER, InternalTokenInvalidError
+from services.common.request_id import REQUEST_ID_HEADER
 from services.gateway.domain.auth import Principal
 from services.gateway.domain.errors import UpstreamError, UpstreamUnavailableError
 
@@ -28,7 +30,6 @@ logger = logging.getLogger(__name__)
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 _REPLAY_HEADER = "Idempotent-Replay"
 _UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
-_INTERNAL_TOKEN_REJECTED = "auth.internal_token_invalid"
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class ReportsClient:
         """Build the client and its connection pool (call once, in the app's lifespan)."""
         http = httpx.AsyncClient(
             base_url=base_url,
-            headers={"X-Internal-Token": internal_token},
+            headers={INTERNAL_TOKEN_HEADER: internal_token},
             timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 3.0)),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
@@ -147,7 +148,7 @@ class ReportsClient:
     async def ready(self, *, request_id: str) -> bool:
         """True when reports' own `/readyz` answers 200."""
         try:
-            response = await self._http.get("/readyz", headers={"X-Request-ID": request_id})
+            response = await self._http.get("/readyz", headers={REQUEST_ID_HEADER: request_id})
         except httpx.HTTPError:
             return False
         return response.status_code == 200
@@ -168,7 +169,7 @@ class ReportsClient:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        all_headers = {"X-Request-ID": request_id, **(headers or {})}
+        all_headers = {REQUEST_ID_HEADER: request_id, **(headers or {})}
         if tenant_id is not None:
             all_headers["X-Tenant-Id"] = tenant_id
         try:
@@ -208,7 +209,7 @@ def _error_from(response: httpx.Response, request_id: str, method: str, path: st
                 "upstream_status": status,
             },
         )
-    if body is not None and body.error.code == _INTERNAL_TOKEN_REJECTED:
+    if body is not None and body.error.code == InternalTokenInvalidError.code:
         # The gateway's own configuration is wrong; callers must not see reports' internals.
         logger.error("reports rejected the gateway's internal token", extra={"request_id": request_id})
         return UpstreamUnavailableError("reports is unavailable", {"dependency": "reports"})

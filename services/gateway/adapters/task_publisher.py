@@ -1,7 +1,7 @@
 """Queue `inference.predict` on Celery by name: the gateway never imports the inference package.
 
-Message: task name `inference.predict`, queue `inference`, task id = job id, kwargs
-`{"payload": <InferenceTask as JSON>}`, header `request_id`.
+Message (`contracts.tasks`): task name `inference.predict`, queue `inference`, task id = job id,
+kwargs `{"payload": <InferenceTask as JSON>}`, header `request_id`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import anyio.to_thread
 from celery import Celery
 
 from contracts.jobs import InferenceTask
+from contracts.tasks import INFERENCE_QUEUE, INFERENCE_TASK_NAME, PAYLOAD_KWARG, REQUEST_ID_TASK_HEADER
 from services.gateway.domain.errors import UpstreamUnavailableError
 
 logger = logging.getLogger(__name__)
-
-TASK_NAME = "inference.predict"
-QUEUE = "inference"
 
 # A broker that is down must fail a request within seconds, not hang it on Celery's default
 # retry schedule (which can wait for minutes).
@@ -94,12 +92,12 @@ class CeleryTaskPublisher:
         self._app.close()
 
     def _send(self, task: InferenceTask) -> None:
-        headers: dict[str, Any] = {"request_id": task.request_id}
+        headers: dict[str, Any] = {REQUEST_ID_TASK_HEADER: task.request_id}
         self._app.send_task(
-            TASK_NAME,
-            kwargs={"payload": task.model_dump(mode="json")},
+            INFERENCE_TASK_NAME,
+            kwargs={PAYLOAD_KWARG: task.model_dump(mode="json")},
             task_id=task.job_id,
-            queue=QUEUE,
+            queue=INFERENCE_QUEUE,
             headers=headers,
             retry=True,
             retry_policy=_RETRY_POLICY,

@@ -13,21 +13,25 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from contracts.reports import DISCLAIMER
+from services.common.json_logging import JsonFormatter, configure_logging
+from services.common.request_context import RequestContextMiddleware
 from services.gateway.adapters.reports_client import ReportsClient
 from services.gateway.adapters.task_publisher import CeleryTaskPublisher, TaskPublisher
+from services.gateway.api.body_limit import BodyLimitMiddleware
 from services.gateway.api.deps import GatewayContext
 from services.gateway.api.errors import install_error_handlers
 from services.gateway.api.metrics import Metrics
-from services.gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from services.gateway.api.routes import batches, health, images, jobs, reports
 from services.gateway.config import Settings, get_settings
 from services.gateway.domain.auth import ApiKeyCache
-from services.gateway.logging_config import configure_logging
 
 # Room for the metadata fields and multipart boundaries around one image.
 _FORM_OVERHEAD_BYTES = 64 * 1024
 # Routes without an upload only ever receive small bodies (or none).
 _DEFAULT_BODY_BYTES = 64 * 1024
+
+# The gateway's own `extra=` log fields, beside services.common.json_logging.COMMON_FIELDS.
+LOG_FIELDS = ("upstream_method", "upstream_path", "upstream_status", "contract", "errors")
 
 DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "dashboard"
 # The dashboard loads nothing from elsewhere: its own files, blob: URLs of images it fetched with
@@ -57,7 +61,7 @@ class DashboardFiles(StaticFiles):
 def create_app(settings: Settings | None = None, *, publisher: TaskPublisher | None = None) -> FastAPI:
     """Build the app. `publisher` replaces the Celery publisher (tests pass an in-memory one)."""
     settings = settings or get_settings()
-    configure_logging()
+    configure_logging(JsonFormatter("gateway", fields=LOG_FIELDS))
     metrics = Metrics()
 
     @asynccontextmanager
@@ -88,9 +92,8 @@ def create_app(settings: Settings | None = None, *, publisher: TaskPublisher | N
         description=DISCLAIMER,
         lifespan=lifespan,
     )
-    app.state.metrics = metrics
     app.dependency_overrides[get_settings] = lambda: settings
-    install_error_handlers(app)
+    install_error_handlers(app, metrics)
     for module in (images, batches, jobs, reports, health):
         app.include_router(module.router)
     # Mounted last, so every API route keeps priority; only these static files are open.
@@ -103,5 +106,5 @@ def create_app(settings: Settings | None = None, *, publisher: TaskPublisher | N
     # Added innermost first: the request-context middleware wraps everything, so even a
     # body-limit refusal carries the request id and is logged and counted.
     app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: body_limits.get(path, _DEFAULT_BODY_BYTES))
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(RequestContextMiddleware, service="gateway", observer=metrics)
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -12,14 +11,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
 from contracts.jobs import ImageMetadata
+from services.common.errors import RequestInvalidError, validation_details
+from services.common.internal_auth import token_matches
+from services.common.request_id import request_id_of
 from services.gateway.adapters.reports_client import ReportsClient
 from services.gateway.adapters.task_publisher import TaskPublisher
-from services.gateway.api.errors import request_id_of, validation_details
 from services.gateway.api.metrics import Metrics
 from services.gateway.config import Settings, get_settings
 from services.gateway.domain.auth import ApiKeyCache, Principal
 from services.gateway.domain.batch import BatchLimits
-from services.gateway.domain.errors import InvalidApiKeyError, MissingApiKeyError, RequestInvalidError
+from services.gateway.domain.errors import InvalidApiKeyError, MissingApiKeyError
 from services.gateway.domain.upload_validation import ImageLimits
 
 # reports refuses longer keys (contracts.records.ApiKeyVerifyRequest): no round trip for those.
@@ -49,7 +50,7 @@ def get_context(request: Request) -> GatewayContext:
 
 def get_request_id(request: Request) -> str:
     """This request's id (made or accepted by the request-context middleware)."""
-    return request_id_of(request) or "unknown"
+    return request_id_of(request.scope) or "unknown"
 
 
 bearer_scheme = HTTPBearer(
@@ -81,12 +82,12 @@ async def authenticate(
     return principal
 
 
-async def require_internal_token(credentials: CredentialsDep, settings: SettingsDep) -> None:
-    """Operator endpoints (`/metrics`): `Authorization: Bearer <GATEWAY_INTERNAL_TOKEN>`."""
+async def require_operator_token(credentials: CredentialsDep, settings: SettingsDep) -> None:
+    """Operator endpoints (`/metrics`): `Authorization: Bearer <GATEWAY_INTERNAL_TOKEN>`, compared
+    like every internal token (services.common.internal_auth), answered with the public auth codes."""
     if credentials is None or not credentials.credentials:
         raise MissingApiKeyError("send `Authorization: Bearer <internal token>`")
-    expected = settings.internal_token.get_secret_value().encode()
-    if not hmac.compare_digest(credentials.credentials.encode(), expected):
+    if not token_matches(credentials.credentials, settings.internal_token):
         raise InvalidApiKeyError("the token is not valid")
 
 

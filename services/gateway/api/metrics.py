@@ -30,10 +30,14 @@ class Metrics:
             "gateway_tasks_published_total", "inference.predict tasks queued", registry=self.registry
         )
 
-    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Count one finished request."""
+    def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one finished request (the request-context middleware calls this)."""
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
+
+    def error_rendered(self, code: str) -> None:
+        """Count one error response by its code (the error handlers call this)."""
+        self.errors.labels(code).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition format and its content type."""

@@ -126,7 +126,8 @@ async def wait_for_finish(
             current = await reports.get_job(tenant_id, job.job_id, request_id=request_id)
         except DomainError as exc:
             logger.warning(
-                "wait poll failed", extra={"request_id": request_id, "job_id": job.job_id, "code": exc.code}
+                "wait poll failed",
+                extra={"request_id": request_id, "job_id": job.job_id, "error_code": exc.code},
             )
             return None
         if current.status in FINISHED:

@@ -76,11 +76,7 @@ class ArchiveEntryUnreadableError(DomainError):
     code, status = "archive.entry_unreadable", 422
 
 
-# -- requests and auth -------------------------------------------------------------------------
-
-
-class RequestInvalidError(DomainError):
-    code, status = "request.invalid", 422
+# -- auth -------------------------------------------------------------------------------------
 
 
 class MissingApiKeyError(DomainError):

@@ -9,6 +9,8 @@ import httpx
 from pydantic import ValidationError
 
 from contracts.errors import ErrorBody
+from services.common.internal_auth import INTERNAL_TOKEN_HEADER
+from services.common.request_id import REQUEST_ID_HEADER
 from services.inference.domain.errors import UpstreamRejectedError, UpstreamUnavailableError
 
 # 408 and 429 say "not now" rather than "never", so they are retried like a 5xx.
@@ -30,7 +32,7 @@ class InternalHttpClient:
         self._client = httpx.Client(
             base_url=base_url,
             timeout=httpx.Timeout(timeout_seconds),
-            headers={"X-Internal-Token": token},
+            headers={INTERNAL_TOKEN_HEADER: token},
             transport=transport,
         )
 
@@ -44,7 +46,7 @@ class InternalHttpClient:
         """One call; returns a 2xx response or raises UpstreamUnavailableError/UpstreamRejectedError."""
         headers = {"X-Tenant-Id": tenant_id}
         if request_id:
-            headers["X-Request-ID"] = request_id
+            headers[REQUEST_ID_HEADER] = request_id
         try:
             response = self._client.request(method, path, json=body, headers=headers)
         except httpx.TimeoutException as exc:

@@ -9,30 +9,33 @@ ONNX Runtime is not needed here: scoring reads only logits, the embedding and th
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, Field
 
 from contracts.bundle import BundleManifest
-from contracts.errors import ErrorBody
 from contracts.ood import OodScoreRequest, OodScoreResponse
 from contracts.reports import ModelRef
 from model_bundle.loader import load_manifest
+from services.common.errors import error_responses, install_error_handlers
+from services.common.internal_auth import internal_token_guard
+from services.common.json_logging import JsonFormatter, configure_logging
+from services.common.request_context import RequestContextMiddleware
 from services.ood.adapters.stats_file import load_detector_stats
-from services.ood.api.errors import InternalTokenInvalidError, NotReadyError, install_error_handlers
-from services.ood.api.middleware import RequestContextMiddleware
 from services.ood.config import Settings, get_settings
+from services.ood.domain.errors import NotReadyError
 from services.ood.domain.strictness import UnknownAcceptanceError
 from services.ood.domain.verdict import Detector, build_detector, evaluate
-from services.ood.json_logging import configure_logging
 
 log = logging.getLogger("services.ood")
+
+# The OOD service's own `extra=` log fields, beside services.common.json_logging.COMMON_FIELDS.
+LOG_FIELDS = ("decision", "rule", "model", "version", "sha256", "ood_rule", "tenants_with_own_acceptance")
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
@@ -71,25 +74,15 @@ def get_detector(request: Request) -> Detector | None:
 DetectorDep = Annotated[Detector | None, Depends(get_detector)]
 
 
-def require_internal_token(
-    settings: SettingsDep, x_internal_token: Annotated[str | None, Header()] = None
-) -> None:
-    """Only SkinTriage's services, which share the internal token, may call."""
-    expected = settings.internal_token.get_secret_value().encode()
-    if x_internal_token is None or not hmac.compare_digest(x_internal_token.encode(), expected):
-        raise InternalTokenInvalidError("missing or invalid X-Internal-Token")
-
-
-_ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorBody} for status in (401, 409, 422, 500, 503)
-}
+# Only SkinTriage's services, which share the internal token, may score.
+require_internal_token = internal_token_guard(get_settings)
 router = APIRouter()
 
 
 @router.post(
     "/v1/score",
     dependencies=[Depends(require_internal_token)],
-    responses=_ERRORS,
+    responses=error_responses(401, 409, 422, 500, 503),
     summary="Score one model output and decide whether it may be shown as a triage result",
 )
 def score(
@@ -111,7 +104,7 @@ def healthz() -> Health:
     return Health()
 
 
-@router.get("/readyz", responses={503: {"model": ErrorBody}})
+@router.get("/readyz", responses=error_responses(503))
 def readyz(manifest: ManifestDep, detector: DetectorDep) -> Readiness:
     """The bundle is loaded and scoring can be served."""
     return Readiness(
@@ -136,7 +129,7 @@ def load_detector(bundle_dir: Path, manifest: BundleManifest, settings: Settings
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; without `settings`, read them from the environment (and fail fast)."""
     resolved = settings if settings is not None else get_settings()
-    configure_logging(resolved.log_level)
+    configure_logging(JsonFormatter("ood", fields=LOG_FIELDS), resolved.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -163,6 +156,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.detector = None
     app.dependency_overrides[get_settings] = lambda: resolved
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, service="ood")
     app.include_router(router)
     return app

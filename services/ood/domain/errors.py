@@ -27,3 +27,9 @@ class BadQualityError(DomainError):
     """`quality` present but not a valid set of contracts.ood_extra.QualityMeasurements."""
 
     code, status = "ood.bad_quality", 422
+
+
+class NotReadyError(DomainError):
+    """The bundle is not loaded (yet)."""
+
+    code, status = "service.not_ready", 503

@@ -7,18 +7,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.reports.api.context import RequestContextMiddleware
-from services.reports.api.errors import install_error_handlers
+from services.common.errors import install_error_handlers
+from services.common.json_logging import JsonFormatter, configure_logging
+from services.common.request_context import RequestContextMiddleware
 from services.reports.api.routes import auth, batches, health, jobs, reports
 from services.reports.config import Settings, get_settings
 from services.reports.db.engine import make_engine, make_sessionmaker
-from services.reports.json_logging import configure_logging
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; without `settings`, read them from the environment (failing fast)."""
     resolved = settings if settings is not None else get_settings()
-    configure_logging()
+    configure_logging(JsonFormatter("reports"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: resolved
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, service="reports")
 
     for module in (health, auth, batches, jobs, reports):
         app.include_router(module.router)

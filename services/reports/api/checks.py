@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from services.reports.domain.errors import IdMismatchError, RequestInvalidError, TenantMismatchError
+from services.common.errors import RequestInvalidError
+from services.reports.domain.errors import IdMismatchError, TenantMismatchError
 
 
 def check_tenant(body_tenant_id: str, tenant: str) -> None:

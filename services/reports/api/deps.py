@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.common.internal_auth import internal_token_guard
 from services.reports.config import Settings, get_settings
 from services.reports.db.tenants import require_tenant
-from services.reports.domain.errors import InternalTokenInvalidError
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
@@ -26,22 +25,20 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def require_internal_token(
-    settings: SettingsDep,
-    x_internal_token: Annotated[str | None, Header()] = None,
-) -> None:
-    """Every internal route needs the shared token (compared in constant time)."""
-    expected = settings.internal_token.get_secret_value().encode()
-    if x_internal_token is None or not hmac.compare_digest(x_internal_token.encode(), expected):
-        raise InternalTokenInvalidError("missing or invalid internal token")
+# Every internal route needs the shared token.
+require_internal_token = internal_token_guard(get_settings)
 
 
 def tenant_id(
+    request: Request,
     session: SessionDep,
     x_tenant_id: Annotated[str, Header(min_length=1, max_length=64)],
 ) -> str:
-    """The caller's tenant, which must exist; every query below is scoped by it."""
-    return require_tenant(session, x_tenant_id).id
+    """The caller's tenant, which must exist; every query below is scoped by it (and the request's
+    log line names it)."""
+    tenant = require_tenant(session, x_tenant_id).id
+    request.state.tenant_id = tenant
+    return tenant
 
 
 TenantDep = Annotated[str, Depends(tenant_id)]

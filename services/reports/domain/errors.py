@@ -5,18 +5,6 @@ from __future__ import annotations
 from contracts.errors import DomainError
 
 
-class RequestInvalidError(DomainError):
-    """The request is well-formed JSON but breaks a rule the schema cannot express."""
-
-    code, status = "request.invalid", 422
-
-
-class InternalTokenInvalidError(DomainError):
-    """`X-Internal-Token` is missing or wrong."""
-
-    code, status = "auth.internal_token_invalid", 401
-
-
 class InvalidApiKeyError(DomainError):
     """The API key is unknown or revoked (deliberately indistinguishable)."""
 

@@ -13,6 +13,7 @@ from contracts.errors import DomainError, ErrorDetail
 from contracts.jobs import ImageMetadata
 from contracts.public import BatchAccepted, BatchItemAccepted, BatchItemRejected
 from contracts.records import BatchCreate, BatchView
+from services.common.errors import RequestInvalidError, error_responses
 from services.gateway.api.deps import (
     BatchIdPath,
     ContextDep,
@@ -24,11 +25,10 @@ from services.gateway.api.deps import (
     SettingsDep,
     batch_limits,
 )
-from services.gateway.api.errors import error_responses
 from services.gateway.api.submission import batch_id_for, new_id, submit_job
 from services.gateway.domain.auth import Principal
 from services.gateway.domain.batch import PreparedItem, prepare_batch
-from services.gateway.domain.errors import BatchNoValidItemsError, RequestInvalidError
+from services.gateway.domain.errors import BatchNoValidItemsError
 
 router = APIRouter(tags=["batches"])
 

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from contracts.public import Health
-from services.gateway.api.deps import ContextDep, RequestIdDep, require_internal_token
-from services.gateway.api.errors import error_responses
+from services.common.errors import error_responses
+from services.gateway.api.deps import ContextDep, RequestIdDep, require_operator_token
 from services.gateway.domain.errors import DependencyUnavailableError
 
 router = APIRouter(tags=["operations"])
@@ -54,7 +54,7 @@ async def readyz(context: ContextDep, request_id: RequestIdDep) -> Health:
     summary="Prometheus metrics (operators: `Authorization: Bearer <internal token>`)",
     responses={200: {"content": {"text/plain": {}}}, **error_responses(401)},
 )
-async def metrics(context: ContextDep, _: Annotated[None, Depends(require_internal_token)]) -> Response:
+async def metrics(context: ContextDep, _: Annotated[None, Depends(require_operator_token)]) -> Response:
     """Request counts and latencies by route template, error codes, tasks queued."""
     body, content_type = context.metrics.render()
     return Response(content=body, media_type=content_type)

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from contracts.public import JobAccepted
 from contracts.reports import JobView
+from services.common.errors import error_responses
 from services.gateway.api.deps import (
     ContextDep,
     IdempotencyKeyDep,
@@ -19,7 +20,6 @@ from services.gateway.api.deps import (
     SettingsDep,
     image_limits,
 )
-from services.gateway.api.errors import error_responses
 from services.gateway.api.prefer import parse_wait
 from services.gateway.api.submission import submit_job, wait_for_finish
 from services.gateway.domain.batch import clean_filename, read_bounded

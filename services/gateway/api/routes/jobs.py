@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from contracts.reports import JobView
+from services.common.errors import error_responses
 from services.gateway.adapters.reports_client import Blob
 from services.gateway.api.deps import ContextDep, JobIdPath, PrincipalDep, RequestIdDep
-from services.gateway.api.errors import error_responses
 
 router = APIRouter(tags=["jobs"])
 

@@ -11,8 +11,8 @@ from contracts.bundle import TriageLevel
 from contracts.jobs import JobStatus
 from contracts.ood import OodDecision
 from contracts.reports import ReportPage
+from services.common.errors import error_responses
 from services.gateway.api.deps import ContextDep, PrincipalDep, RequestIdDep
-from services.gateway.api.errors import error_responses
 
 router = APIRouter(tags=["reports"])
 

@@ -1,0 +1,12 @@
+"""The Celery message from the gateway (producer) to the inference worker (consumer), apart from
+its body (`contracts.jobs.InferenceTask`): the task's name and queue, the keyword that carries the
+body and the header that carries the request id. The task id is the job id."""
+
+from __future__ import annotations
+
+INFERENCE_TASK_NAME = "inference.predict"
+INFERENCE_QUEUE = "inference"
+# kwargs = {PAYLOAD_KWARG: <InferenceTask as a JSON dict>}; the task function's parameter name.
+PAYLOAD_KWARG = "payload"
+# Task header with the request id, for a payload that carries none (queued by an older gateway).
+REQUEST_ID_TASK_HEADER = "request_id"
