@@ -28,7 +28,15 @@ class DomainError(Exception):
     code: str = "internal"
     status: int = 500
 
-    def __init__(self, message: str, details: dict[str, Any] | list[Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        details: dict[str, Any] | list[Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        # Response headers the error implies (e.g. `Retry-After` on 429/503).
+        self.headers = dict(headers or {})

@@ -39,8 +39,9 @@ _STATUS_TEXT = {
     413: "Too large",
     415: "Unsupported media type",
     422: "Invalid request",
+    429: "Rate limited (see `Retry-After`)",
     500: "Internal error",
-    503: "A dependency is unavailable",
+    503: "A dependency is unavailable or the queue is full (see `Retry-After` when sent)",
 }
 
 Details = dict[str, Any] | list[Any] | None
@@ -125,7 +126,7 @@ def install_error_handlers(
 
     async def on_domain_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, DomainError)
-        return respond(request, exc.status, exc.code, exc.message, exc.details)
+        return respond(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

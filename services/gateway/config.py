@@ -43,6 +43,19 @@ class Settings(BaseSettings):
     auth_cache_max_entries: int = Field(default=10_000, gt=0)
     register_concurrency: int = Field(default=8, gt=0, description="parallel job registrations")
 
+    # Overload: refuse new work up front (503 `queue.full`, 429 `rate.limited`), never drop accepted work.
+    max_queue_depth: int = Field(
+        default=5000, ge=0, description="queued inference messages before 503 queue.full; 0 = unbounded"
+    )
+    queue_full_retry_after_seconds: int = Field(default=5, gt=0)
+    queue_depth_cache_seconds: float = Field(
+        default=0.5, ge=0, description="how long one read of the broker's queue depth is reused"
+    )
+    tenant_rate_per_second: float = Field(
+        default=100.0, ge=0, description="images per second per tenant and gateway process; 0 = unlimited"
+    )
+    tenant_burst: int = Field(default=500, gt=0, description="images a tenant may send at once")
+
     @field_validator("reports_url")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:

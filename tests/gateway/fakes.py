@@ -28,6 +28,7 @@ class InMemoryPublisher:
     def __init__(self) -> None:
         self.tasks: list[InferenceTask] = []
         self.down = False
+        self.depth: int | None = 0  # what the broker would report as waiting (None: unreadable)
 
     async def publish(self, task: InferenceTask) -> None:
         if self.down:
@@ -36,6 +37,9 @@ class InMemoryPublisher:
 
     async def ping(self) -> bool:
         return not self.down
+
+    async def queue_depth(self) -> int | None:
+        return None if self.down else self.depth
 
     def close(self) -> None:
         pass

@@ -36,6 +36,10 @@ class TaskPublisher(Protocol):
         """True when the broker accepts a connection."""
         ...
 
+    async def queue_depth(self) -> int | None:
+        """Messages waiting in the inference queue; None when the broker cannot say."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...
@@ -87,6 +91,14 @@ class CeleryTaskPublisher:
             return False
         return True
 
+    async def queue_depth(self) -> int | None:
+        """The inference queue's message count (Redis: the list's length; SQL broker: visible rows)."""
+        try:
+            return await anyio.to_thread.run_sync(self._queue_depth)
+        except Exception as exc:
+            logger.warning("queue depth unreadable", extra={"error": type(exc).__name__})
+            return None
+
     def close(self) -> None:
         """Close the producer pool."""
         self._app.close()
@@ -102,6 +114,14 @@ class CeleryTaskPublisher:
             retry=True,
             retry_policy=_RETRY_POLICY,
         )
+
+    def _queue_depth(self) -> int:
+        with self._app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1, timeout=_CONNECT_TIMEOUT_SECONDS)
+            # A (non-passive) declare is idempotent and answers the count on every kombu
+            # transport; a passive one fails on Redis while the queue's list is empty.
+            declared = connection.default_channel.queue_declare(queue=INFERENCE_QUEUE, durable=True)
+            return int(declared.message_count)
 
     def _ping(self) -> None:
         with self._app.connection_for_write() as connection:

@@ -23,6 +23,7 @@ from services.gateway.api.errors import install_error_handlers
 from services.gateway.api.metrics import Metrics
 from services.gateway.api.routes import batches, health, images, jobs, reports
 from services.gateway.config import Settings, get_settings
+from services.gateway.domain.admission import QueueDepthGuard, TenantRateLimiter
 from services.gateway.domain.auth import ApiKeyCache
 
 # Room for the metadata fields and multipart boundaries around one image.
@@ -78,6 +79,13 @@ def create_app(settings: Settings | None = None, *, publisher: TaskPublisher | N
             auth_cache=ApiKeyCache(settings.auth_cache_seconds, settings.auth_cache_max_entries),
             metrics=metrics,
             decode_slots=anyio.CapacityLimiter(settings.max_concurrent_decodes),
+            rate_limiter=TenantRateLimiter(settings.tenant_rate_per_second, settings.tenant_burst),
+            queue_guard=QueueDepthGuard(
+                task_publisher.queue_depth,
+                settings.max_queue_depth,
+                retry_after_seconds=settings.queue_full_retry_after_seconds,
+                cache_seconds=settings.queue_depth_cache_seconds,
+            ),
         )
         try:
             yield

@@ -18,6 +18,7 @@ from services.gateway.adapters.reports_client import ReportsClient
 from services.gateway.adapters.task_publisher import TaskPublisher
 from services.gateway.api.metrics import Metrics
 from services.gateway.config import Settings, get_settings
+from services.gateway.domain.admission import QueueDepthGuard, TenantRateLimiter
 from services.gateway.domain.auth import ApiKeyCache, Principal
 from services.gateway.domain.batch import BatchLimits
 from services.gateway.domain.errors import InvalidApiKeyError, MissingApiKeyError
@@ -38,6 +39,14 @@ class GatewayContext:
     auth_cache: ApiKeyCache
     metrics: Metrics
     decode_slots: CapacityLimiter  # worker threads that may decode images at the same time
+    rate_limiter: TenantRateLimiter
+    queue_guard: QueueDepthGuard
+
+    async def admit(self, tenant_id: str, images: int) -> None:
+        """Refuse new work (429 `rate.limited`, 503 `queue.full`) before anything is registered."""
+        # The queue first: a request refused for a full queue must not spend the tenant's tokens.
+        await self.queue_guard.check(images)
+        self.rate_limiter.acquire(tenant_id, images)
 
 
 def get_context(request: Request) -> GatewayContext:

@@ -115,3 +115,18 @@ class UpstreamError(DomainError):
         super().__init__(message, details)
         self.status = status
         self.code = code
+
+
+# -- overload ----------------------------------------------------------------------------------
+
+
+class QueueFullError(DomainError):
+    """The inference queue holds as many jobs as configured: nothing was registered or queued."""
+
+    code, status = "queue.full", 503
+
+
+class RateLimitedError(DomainError):
+    """The tenant sent images faster than its rate limit: nothing was registered or queued."""
+
+    code, status = "rate.limited", 429

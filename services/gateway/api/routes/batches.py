@@ -46,7 +46,7 @@ router = APIRouter(tags=["batches"])
         "Metadata fields apply to every image. With an `Idempotency-Key` a repeated request "
         "returns the same batch and job ids and queues nothing new."
     ),
-    responses=error_responses(401, 413, 422, 503),
+    responses=error_responses(401, 413, 422, 429, 503),
 )
 async def submit_batch(
     response: Response,
@@ -78,6 +78,7 @@ async def submit_batch(
             {"rejected": [r.model_dump(mode="json") for r in rejected]},
         )
 
+    await context.admit(principal.tenant_id, len(good))
     batch_id = batch_id_for(principal.tenant_id, idempotency_key) if idempotency_key else new_id()
     batch, replayed = await context.reports.create_batch(
         principal.tenant_id,

@@ -45,7 +45,7 @@ router = APIRouter(tags=["images"])
     responses={
         200: {"model": JobView, "description": "Finished within the `Prefer: wait` window"},
         202: {"model": JobAccepted, "description": "Accepted and queued"},
-        **error_responses(400, 401, 413, 415, 422, 503),
+        **error_responses(400, 401, 413, 415, 422, 429, 503),
     },
 )
 async def submit_image(
@@ -60,6 +60,8 @@ async def submit_image(
     prefer: Annotated[str | None, Header(description="`wait=N`: wait up to N seconds for the result")] = None,
 ) -> JobAccepted | JobView:
     """Validate, strip and re-encode the image, register the job, queue it."""
+    # Before the decode: a refused upload costs no CPU and leaves nothing registered.
+    await context.admit(principal.tenant_id, 1)
     if file.size is not None and file.size > settings.max_upload_bytes:
         raise UploadTooLargeError("the file is larger than allowed", {"max_bytes": settings.max_upload_bytes})
     data = await run_in_threadpool(read_bounded, file.file, settings.max_upload_bytes)
