@@ -341,6 +341,25 @@ def recipe_ablation_lines(path: Path) -> list[str]:
         " shifted mean melanoma-vs-nevus AUC and at most 0.02 worse on the other.",
         "",
         *table(results, saved.get("_verdicts", {})),
+        *unsupported_choice_lines(saved.get("_verdicts", {})),
+    ]
+
+
+def unsupported_choice_lines(decisions: dict[str, str]) -> list[str]:
+    """Say which choices the ablation does not support, so a card never implies they all won."""
+    # A verdict "full recipe does not win" means the variant without that choice did at least as
+    # well on val; the bundle may still carry the choice when it was trained before the ablation.
+    unsupported = [
+        name for name, verdict in decisions.items() if verdict.startswith("full recipe does not win")
+    ]
+    if not unsupported:
+        return []
+    return [
+        "",
+        "Not supported on `val` at this budget: " + "; ".join(f"**{name}**" for name in unsupported) + "."
+        " A bundle whose `build_info.json` recipe still includes the choice was trained before this"
+        " ablation ran; the next recipe drops it unless a full-schedule comparison on `val` reverses"
+        " the verdict.",
     ]
 
 

@@ -38,3 +38,20 @@ def test_the_full_recipe_wins_on_either_axis_unless_it_loses_more_than_the_margi
 def test_every_variant_changes_one_choice_of_the_recipe() -> None:
     assert VARIANTS["full recipe"] == []
     assert all(overrides for name, overrides in VARIANTS.items() if name != "full recipe")
+
+
+def test_the_card_names_the_choices_the_ablation_does_not_support(tmp_path) -> None:
+    import json
+
+    from training.model_card import recipe_ablation_lines
+
+    results = {"full recipe": _row(0.70, 0.85), "no shift aug": _row(0.75, 0.86), "no cc": _row(0.65, 0.84)}
+    path = tmp_path / "ablations.json"
+    path.write_text(json.dumps({**results, "_verdicts": verdicts(results)}))
+    text = "\n".join(recipe_ablation_lines(path))
+    assert "Not supported on `val` at this budget: **no shift aug**." in text
+    assert "**no cc**" not in text
+
+    supported = {"full recipe": _row(0.70, 0.85), "no cc": _row(0.65, 0.84)}
+    path.write_text(json.dumps({**supported, "_verdicts": verdicts(supported)}))
+    assert "Not supported" not in "\n".join(recipe_ablation_lines(path))
