@@ -44,6 +44,7 @@ from bench.pipeline import (
     percentiles_ms,
 )
 from model_bundle.loader import load_manifest
+from scripts.run_fleet import usable_cores
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
@@ -263,7 +264,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=64, help="distinct HAM10000 images, reused in turn")
     parser.add_argument("--warmup", type=int, default=4, help="untimed single requests first")
     parser.add_argument("--wait", type=int, default=30, help="seconds of `Prefer: wait`")
-    parser.add_argument("--worker-concurrency", type=int, default=1, help="Celery worker processes")
+    parser.add_argument(
+        "--worker-concurrency", type=int, default=None, help="worker processes (default: as `make run`)"
+    )
     parser.add_argument("--ort-threads", type=int, default=1, help="INFERENCE_ORT_THREADS")
     parser.add_argument("--out", type=Path, help="default: bench/results/fleet-<UTC time>.json")
     return parser.parse_args(argv)
@@ -324,7 +327,7 @@ def main(argv: list[str] | None = None) -> Path:
             "warmup_requests": args.warmup,
             "prefer_wait_s": args.wait,
             "poll_interval_s": POLL_INTERVAL_S,
-            "worker_concurrency": args.worker_concurrency,
+            "worker_concurrency": args.worker_concurrency or usable_cores(),
             "ort_threads": args.ort_threads,
         },
         "results": results,

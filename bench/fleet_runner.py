@@ -18,7 +18,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
@@ -158,7 +158,7 @@ class Fleet:
     bundle_dir: Path
     workdir: Path
     tenants: Sequence[str] = ("tenant-a",)
-    worker_concurrency: int = 1
+    worker_concurrency: int | None = 1  # None: `make run`'s default, one process per usable core
     ort_threads: int = 1
     extra_env: Mapping[str, str] = field(default_factory=dict)
     api_keys: dict[str, str] = field(default_factory=dict, init=False)
@@ -206,13 +206,7 @@ class Fleet:
         self._wait_ready()
 
     def _specs(self) -> list[ProcessSpec]:
-        specs = process_specs(self.layout)
-        if self.worker_concurrency != 1:
-            worker = next(s for s in specs if s.name == "worker")
-            argv = list(worker.argv)
-            argv[argv.index("--concurrency") + 1] = str(self.worker_concurrency)
-            specs[specs.index(worker)] = replace(worker, argv=argv)
-        return specs
+        return process_specs(self.layout, self.worker_concurrency)
 
     def _spawn(self, spec: ProcessSpec) -> Child:
         log_path = self.workdir / "logs" / f"{spec.name}.log"

@@ -123,8 +123,17 @@ class ProcessSpec:
     ready_pattern: re.Pattern[str] | None = None
 
 
-def process_specs(layout: Layout) -> list[ProcessSpec]:
-    """reports first (the others call it), then ood, the worker and, last, the public gateway."""
+def usable_cores() -> int:
+    """The cores this process may run on (the affinity mask, not the machine's total)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def process_specs(layout: Layout, worker_processes: int | None = None) -> list[ProcessSpec]:
+    """reports first (the others call it), then ood, the worker and, last, the public gateway.
+
+    The worker runs `worker_processes` Celery processes, by default one per usable core: on 2
+    cores 2 processes gave 1.45x (8 clients) and 1.7x (batches) the throughput of 1 on the
+    embedded default, 1.28x and 1.36x on PostgreSQL + Redis (bench/README.md)."""
     ports = layout.ports
 
     def api(name: str) -> ProcessSpec:
@@ -134,7 +143,8 @@ def process_specs(layout: Layout) -> list[ProcessSpec]:
         return ProcessSpec(name, argv, ready_url=f"http://127.0.0.1:{port}/readyz")
 
     worker_argv = [str(BIN / "celery"), "-A", "services.inference.celery_app:celery_app", "worker"]
-    worker_argv += ["-Q", "inference", "--concurrency", "1"]
+    processes = worker_processes or usable_cores()
+    worker_argv += ["-Q", "inference", "--concurrency", str(processes)]
     worker = ProcessSpec("worker", worker_argv, ready_pattern=WORKER_READY)
     return [api("reports"), api("ood"), worker, api("gateway")]
 
@@ -262,7 +272,9 @@ def stop_all(children: list[Child]) -> None:
             child.process.wait()
 
 
-def run_fleet(layout: Layout, env: Mapping[str, str], check: bool) -> int:
+def run_fleet(
+    layout: Layout, env: Mapping[str, str], check: bool, worker_processes: int | None = None
+) -> int:
     """Migrate, ensure the demo key, start every process, wait for readiness, then serve until a
     signal (or, with check, return at once). Returns the exit status."""
     stop_signal: list[int] = []
@@ -278,7 +290,7 @@ def run_fleet(layout: Layout, env: Mapping[str, str], check: bool) -> int:
     children: list[Child] = []
     status = 0
     try:
-        for spec in process_specs(layout):
+        for spec in process_specs(layout, worker_processes):
             log(f"starting {spec.name}: {Path(spec.argv[0]).name} {' '.join(spec.argv[1:])}")
             children.append(start(spec, env))
             wait_ready(children[-1], children, lambda: bool(stop_signal))
@@ -317,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tenant", default=DEMO_TENANT, help="tenant for `api-key` (default: demo)")
     parser.add_argument("--var-dir", type=Path, default=REPO_ROOT / "var", help="state dir (default: var/)")
     parser.add_argument("--base-port", type=int, default=8000, help="gateway port; ood +1, reports +2")
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=int(os.environ.get("SKINTRIAGE_WORKER_PROCESSES", "0")) or None,
+        help="Celery worker processes (default: $SKINTRIAGE_WORKER_PROCESSES, else one per usable core)",
+    )
     args = parser.parse_args(argv)
 
     layout = Layout(args.var_dir.resolve(), args.base_port)
@@ -328,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "api-key":
         print(reports_cli(env, "create-key", "--tenant", args.tenant).strip())
         return 0
-    return run_fleet(layout, env, check=args.check)
+    return run_fleet(layout, env, check=args.check, worker_processes=args.worker_processes)
 
 
 if __name__ == "__main__":

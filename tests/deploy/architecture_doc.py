@@ -75,13 +75,25 @@ def env_names_for(process: str) -> frozenset[str]:
 
 
 def check_command(process: str, command: list[str]) -> list[str]:
-    """Differences between a deployment's command and the documented one. The only liberty a
-    container takes is binding all interfaces (`--host 0.0.0.0`): uvicorn binds loopback otherwise."""
-    documented = entry_points()[process]
-    rest = list(command)
+    """Differences between a deployment's command and the documented one. The liberties: a
+    container binds all interfaces (`--host 0.0.0.0`: uvicorn binds loopback otherwise), and the
+    worker's process count (`--concurrency N`) is the deployment's: containers run 1 and scale
+    by replicas, `make run` one per usable core."""
+    documented = _any_process_count(entry_points()[process])
+    rest = _any_process_count(list(command))
     if "--host" in rest:
         i = rest.index("--host")
         if rest[i + 1 : i + 2] != ["0.0.0.0"]:
             return [f"{process}: --host must be 0.0.0.0, got {rest[i + 1 : i + 2]}"]
         del rest[i : i + 2]
     return [] if rest == documented else [f"{process}: {command} is not the documented {documented}"]
+
+
+def _any_process_count(argv: list[str]) -> list[str]:
+    """`--concurrency <positive integer>` -> `--concurrency N`; anything else stays as it is."""
+    out = list(argv)
+    if "--concurrency" in out:
+        i = out.index("--concurrency")
+        if out[i + 1 : i + 2] and out[i + 1].isdigit() and int(out[i + 1]) > 0:
+            out[i + 1] = "N"
+    return out

@@ -3,6 +3,7 @@ documented commands, and (e2e) the real fleet starting, becoming ready and stopp
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -13,8 +14,10 @@ import pytest
 from scripts.run_fleet import (
     INTERNAL_TOKEN_VARS,
     Layout,
+    ProcessSpec,
     fleet_env,
     process_specs,
+    usable_cores,
 )
 from tests.deploy.architecture_doc import REPO_ROOT, check_command, services
 
@@ -86,6 +89,15 @@ def test_children_run_the_documented_commands_from_the_venv(tmp_path: Path) -> N
         assert check_command(PROCESS_FOR[name], [Path(spec.argv[0]).name, *spec.argv[1:]]) == []
         if name != "worker":
             assert spec.ready_url == f"http://127.0.0.1:{services()[name].port}/readyz"
+
+
+def test_the_worker_runs_one_process_per_usable_core_unless_told(tmp_path: Path) -> None:
+    def processes(specs: list[ProcessSpec]) -> int:
+        argv = next(spec.argv for spec in specs if spec.name == "worker")
+        return int(argv[argv.index("--concurrency") + 1])
+
+    assert processes(process_specs(_layout(tmp_path))) == len(os.sched_getaffinity(0)) == usable_cores()
+    assert processes(process_specs(_layout(tmp_path), 3)) == 3
 
 
 def _free_base_port() -> int:
