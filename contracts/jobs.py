@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.text import PlainText
+
 
 class JobStatus(StrEnum):
     """Lifecycle: queued -> running -> done | rejected (OOD/quality) | failed (gave up)."""
@@ -31,7 +33,7 @@ class ClinicalMetadata(BaseModel):
 
     age: int | None = Field(default=None, ge=0, le=130)
     sex: Sex | None = None
-    body_site: str | None = Field(default=None, max_length=64)
+    body_site: PlainText | None = Field(default=None, max_length=64)
 
 
 class ImageMetadata(BaseModel):
@@ -39,11 +41,11 @@ class ImageMetadata(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    patient_ref: str | None = Field(default=None, max_length=128)
-    body_site: str | None = Field(default=None, max_length=64)
+    patient_ref: PlainText | None = Field(default=None, max_length=128)
+    body_site: PlainText | None = Field(default=None, max_length=64)
     age: int | None = Field(default=None, ge=0, le=130)
     sex: Sex | None = None
-    client_ref: str | None = Field(default=None, max_length=128)
+    client_ref: PlainText | None = Field(default=None, max_length=128)
 
     def clinical(self) -> ClinicalMetadata | None:
         """The part a model may fuse (age, sex, body site); None when none of them was given."""

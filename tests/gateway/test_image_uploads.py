@@ -126,6 +126,16 @@ async def test_metadata_out_of_range_is_rejected_with_request_invalid(client, pu
     assert publisher.tasks == []
 
 
+@pytest.mark.parametrize("field", ["patient_ref", "client_ref", "body_site"])
+async def test_control_characters_in_metadata_are_rejected_with_request_invalid(
+    client, publisher, reports, field
+):
+    response = await upload(client, samples.jpeg(), **{field: "p\x001"})
+    assert response.status_code == 422
+    assert error_code(response) == "request.invalid"
+    assert publisher.tasks == [] and reports.jobs == {}
+
+
 async def test_missing_file_field_is_rejected_with_request_invalid(client, publisher):
     response = await client.post("/v1/images", data={"patient_ref": "p-1"}, files={"other": ("a", b"x")})
     assert response.status_code == 422

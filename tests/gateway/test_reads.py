@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 import respx
 
 from tests.gateway import samples
@@ -157,3 +158,25 @@ async def test_id_that_is_not_an_id_is_refused_without_asking_reports(client, re
 
     assert response.status_code in (404, 422)
     assert not any("/internal/v1/jobs" in str(c.request.url) for c in reports_api.calls)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"patient_ref": "a\x00b"}, "patient_ref"),
+        ({"since": "1700000000"}, "since"),
+        ({"until": "1700000000.5"}, "until"),
+    ],
+)
+async def test_report_list_refuses_control_characters_and_bare_number_timestamps(client, params, field):
+    response = await client.get("/v1/reports", params=params)
+
+    assert response.status_code == 422
+    assert error_code(response) == "request.invalid"
+    assert response.json()["error"]["details"][0]["loc"] == ["query", field]
+
+
+async def test_report_list_still_takes_iso_8601_timestamps(client, reports_api: respx.MockRouter):
+    response = await client.get("/v1/reports", params={"since": "2026-11-30T12:00:00Z"})
+
+    assert response.status_code == 200

@@ -125,3 +125,22 @@ def test_out_of_range_limit_is_request_invalid(client: TestClient, tenant: str) 
     response = client.get(LIST, params={"limit": 0}, headers=tenant_headers(tenant))
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "request.invalid"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"patient_ref": "a\x00b"}, {"patient_ref": "a\nb"}, {"since": "1700000000"}, {"until": "-5"}],
+)
+def test_control_characters_and_bare_numbers_are_request_invalid(
+    client: TestClient, tenant: str, params: dict[str, str]
+) -> None:
+    response = client.get(LIST, params=params, headers=tenant_headers(tenant))
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "request.invalid"
+
+
+def test_a_nul_in_a_registered_patient_ref_is_refused_not_stored(client: TestClient, tenant: str) -> None:
+    body = job_body(tenant, metadata={"patient_ref": "p\x001"})
+    response = client.post("/internal/v1/jobs", json=body, headers=tenant_headers(tenant))
+    assert response.status_code == 422 and response.json()["error"]["code"] == "request.invalid"
+    assert _ids(client, tenant) == []

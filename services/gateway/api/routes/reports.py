@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -11,6 +10,7 @@ from contracts.bundle import TriageLevel
 from contracts.jobs import JobStatus
 from contracts.ood import OodDecision
 from contracts.reports import ReportPage
+from contracts.text import NO_CONTROL_CHARACTERS, IsoDatetime
 from services.common.errors import error_responses
 from services.gateway.api.deps import ContextDep, PrincipalDep, RequestIdDep
 
@@ -28,12 +28,12 @@ async def list_reports(
     context: ContextDep,
     principal: PrincipalDep,
     request_id: RequestIdDep,
-    patient_ref: Annotated[str | None, Query(max_length=128)] = None,
+    patient_ref: Annotated[str | None, Query(max_length=128, pattern=NO_CONTROL_CHARACTERS)] = None,
     triage_level: TriageLevel | None = None,
     status: JobStatus | None = None,
     ood_decision: OodDecision | None = None,
-    since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="created before (ISO 8601)")] = None,
+    since: Annotated[IsoDatetime | None, Query(description="created at or after (ISO 8601)")] = None,
+    until: Annotated[IsoDatetime | None, Query(description="created before (ISO 8601)")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> ReportPage:

@@ -11,6 +11,7 @@ from contracts.bundle import TriageLevel
 from contracts.jobs import JobStatus
 from contracts.ood import OodDecision
 from contracts.reports import JobView, ReportPage, ReportUpsert
+from contracts.text import NO_CONTROL_CHARACTERS, IsoDatetime
 from services.reports.api.checks import check_job_id, check_tenant
 from services.reports.api.deps import SessionDep, TenantDep, internal_router
 from services.reports.api.views import job_view
@@ -53,12 +54,12 @@ def put_report(
 def list_reports(
     tenant: TenantDep,
     session: SessionDep,
-    patient_ref: Annotated[str | None, Query(max_length=128)] = None,
+    patient_ref: Annotated[str | None, Query(max_length=128, pattern=NO_CONTROL_CHARACTERS)] = None,
     triage_level: TriageLevel | None = None,
     status: JobStatus | None = None,
     ood_decision: OodDecision | None = None,
-    since: Annotated[datetime | None, Query(description="inclusive")] = None,
-    until: Annotated[datetime | None, Query(description="exclusive")] = None,
+    since: Annotated[IsoDatetime | None, Query(description="inclusive")] = None,
+    until: Annotated[IsoDatetime | None, Query(description="exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> ReportPage:
