@@ -22,10 +22,15 @@ FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="skintriage" \
       org.opencontainers.image.description="SkinTriage serving image: gateway, reports, ood, inference worker" \
       org.opencontainers.image.licenses="Apache-2.0 (code); model CC BY-NC-SA 4.0"
+# One native math thread per process (scripts/run_fleet.py NATIVE_THREAD_LIMITS says why):
+# replicas and the worker pool give the parallelism.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    OPENBLAS_NUM_THREADS=1 \
+    OMP_NUM_THREADS=1 \
+    MKL_NUM_THREADS=1
 RUN groupadd --system --gid 10001 skintriage \
     && useradd --system --uid 10001 --gid skintriage --home-dir /app --no-create-home \
        --shell /usr/sbin/nologin skintriage

@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +44,7 @@ from bench.pipeline import (
     machine_info,
     percentiles_ms,
 )
+from bench.process_meter import ProcessMeter
 from model_bundle.loader import load_manifest
 from scripts.run_fleet import usable_cores
 
@@ -192,8 +194,26 @@ async def bench_batches(bench: Bench, size: int, batches: int) -> dict[str, Any]
     }
 
 
+def fleet_meter(fleet: Fleet) -> ProcessMeter:
+    """Every fleet process, this benchmark client, and PostgreSQL and Redis when the fleet uses them."""
+    pids = {child.spec.name: child.process.pid for child in fleet.children}
+    # The fleet's processes are this process's children: the client is counted alone.
+    return ProcessMeter.for_pids(
+        pids, servers=fleet.backends.name == "postgres-redis", alone={"bench_client": os.getpid()}
+    )
+
+
+async def metered(meter: ProcessMeter, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """The run's result plus what it cost each process (CPU ms per finished image, RSS)."""
+    before = meter.sample()
+    result = await run
+    result["cost"] = meter.cost(before, meter.sample(), result["images"])
+    return result
+
+
 async def run_benchmarks(fleet: Fleet, images: list[bytes], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Warm up, then every concurrency level and every batch size in turn."""
+    """Warm up, then every concurrency level and every batch size in turn, each metered."""
+    meter = fleet_meter(fleet)
     limits = httpx.Limits(max_connections=max(args.concurrency) + 2)
     timeout = httpx.Timeout(args.wait + 60.0)
     async with httpx.AsyncClient(
@@ -204,10 +224,10 @@ async def run_benchmarks(fleet: Fleet, images: list[bytes], args: argparse.Names
             await bench.single(None)
         results = []
         for concurrency in args.concurrency:
-            results.append(await bench_single(bench, concurrency, args.requests))
+            results.append(await metered(meter, bench_single(bench, concurrency, args.requests)))
             _print(results[-1])
         for size in args.batch_sizes:
-            results.append(await bench_batches(bench, size, args.batches))
+            results.append(await metered(meter, bench_batches(bench, size, args.batches)))
             _print(results[-1])
     return results
 
@@ -224,6 +244,9 @@ def _print(result: dict[str, Any]) -> None:
     )
     errors = f"  errors {result['errors']}" if result["errors"] else ""
     print(f"{label}: {result['images_per_s'] or 0:>7.2f} images/s  {timing}{errors}", flush=True)
+    if cost := result.get("cost"):
+        parts = "  ".join(f"{name} {ms}" for name, ms in cost["cpu_ms_per_image"].items())
+        print(f"    CPU ms per image: {parts}  (total {cost['cpu_ms_per_image_total']})", flush=True)
 
 
 @contextmanager

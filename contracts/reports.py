@@ -42,6 +42,34 @@ class Prediction(BaseModel):
     )
 
 
+# A feature map is a few cells a side (7x6 for 224x168 input); 64 bounds any bundle generously.
+MAX_CAM_SIDE = 64
+MAX_IMAGE_SIDE = 20_000
+
+
+class HeatmapSource(BaseModel):
+    """What the reports service needs to render a job's heatmap PNG when it is first asked for:
+    the class-activation map quantised to one byte per cell (exactly as the PNG quantises it, so
+    the PNG rendered later is byte-identical to one rendered in the worker), the image's size and
+    where the image lay in the model's input (`model_bundle.preprocessing.Placement`). A few dozen
+    bytes travel and are stored per job instead of a PNG of ~10 KiB encoded for every job."""
+
+    rows: int = Field(ge=1, le=MAX_CAM_SIDE)
+    cols: int = Field(ge=1, le=MAX_CAM_SIDE)
+    cam_u8_b64: str = Field(
+        max_length=4 * MAX_CAM_SIDE * MAX_CAM_SIDE, description="base64 of rows*cols bytes, row-major"
+    )
+    image_width: int = Field(ge=1, le=MAX_IMAGE_SIDE)
+    image_height: int = Field(ge=1, le=MAX_IMAGE_SIDE)
+    input_height: int = Field(ge=1, le=MAX_IMAGE_SIDE)
+    input_width: int = Field(ge=1, le=MAX_IMAGE_SIDE)
+    rotated: bool = Field(description="the image was turned 90 degrees clockwise to landscape first")
+    left: float = Field(allow_inf_nan=False)
+    top: float = Field(allow_inf_nan=False)
+    width: float = Field(gt=0, allow_inf_nan=False)
+    height: float = Field(gt=0, allow_inf_nan=False)
+
+
 class ReportUpsert(BaseModel):
     """Worker -> reports: the finished result for a job (idempotent on job_id)."""
 
@@ -51,7 +79,12 @@ class ReportUpsert(BaseModel):
     prediction: Prediction | None = None
     ood: OodScoreResponse | None = None
     model: ModelRef
-    heatmap_png_b64: str | None = None
+    heatmap: HeatmapSource | None = Field(
+        default=None, description="rendered to a PNG by the reports service on first request"
+    )
+    heatmap_png_b64: str | None = Field(
+        default=None, description="a PNG rendered by the worker (workers before lazy heatmaps)"
+    )
     timings_ms: dict[str, float] = Field(default_factory=dict)
     error_code: str | None = None
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from contracts.reports import HeatmapSource
 from model_bundle.preprocessing import Placement
 
 
@@ -36,6 +39,12 @@ def _colormap(values: NDArray[np.float32]) -> NDArray[np.uint8]:
     return (np.stack([red, green, blue, alpha], axis=-1) * 255).astype(np.uint8)
 
 
+def quantise_cam(cam: NDArray[np.floating]) -> NDArray[np.uint8]:
+    """The map as the PNG uses it, one byte per cell: what a report stores to render it later."""
+    quantised: NDArray[np.uint8] = (np.clip(cam, 0, 1) * 255).astype(np.uint8)
+    return quantised
+
+
 def heatmap_png(
     cam: NDArray[np.float32],
     width: int,
@@ -43,7 +52,19 @@ def heatmap_png(
     input_hw: tuple[int, int] | None = None,
     where: Placement | None = None,
 ) -> bytes:
-    """An RGBA PNG overlay of the map, sized to the image (`width` x `height`).
+    """An RGBA PNG overlay of the map, sized to the image (`width` x `height`); see
+    `render_heatmap_png`, which this is once the map is quantised."""
+    return render_heatmap_png(quantise_cam(cam), width, height, input_hw, where)
+
+
+def render_heatmap_png(
+    cam_u8: NDArray[np.uint8],
+    width: int,
+    height: int,
+    input_hw: tuple[int, int] | None = None,
+    where: Placement | None = None,
+) -> bytes:
+    """An RGBA PNG overlay of the quantised map, sized to the image (`width` x `height`).
 
     The map covers the model's input (`input_hw`); `where` says where the image lay in it. For a
     letterbox the content box is cut out of the map (and turned back if the image was turned
@@ -56,7 +77,7 @@ def heatmap_png(
         scale = side / min(width, height)
         where = Placement(False, -(width - side) / 2, -(height - side) / 2, width * scale, height * scale)
     in_h, in_w = input_hw
-    small = Image.fromarray((np.clip(cam, 0, 1) * 255).astype(np.uint8), mode="L")
+    small = Image.fromarray(np.ascontiguousarray(cam_u8, dtype=np.uint8), mode="L")
     full = np.asarray(small.resize((in_w, in_h), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
     # The content box inside the input, and the share of the content it covers.
     x0, y0 = max(0, round(where.left)), max(0, round(where.top))
@@ -79,3 +100,40 @@ def heatmap_png(
     # optimize=True costs ~7x the encode time (37 vs 5 ms at 200x150) to save ~6% of the bytes.
     Image.fromarray(overlay, mode="RGBA").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def heatmap_source(
+    cam: NDArray[np.floating], width: int, height: int, input_hw: tuple[int, int], where: Placement
+) -> HeatmapSource:
+    """The map and its geometry, for `render_heatmap` to turn into the PNG later (and elsewhere)."""
+    cam_u8 = quantise_cam(cam)
+    rows, cols = cam_u8.shape
+    return HeatmapSource(
+        rows=rows,
+        cols=cols,
+        cam_u8_b64=base64.b64encode(cam_u8.tobytes()).decode("ascii"),
+        image_width=width,
+        image_height=height,
+        input_height=input_hw[0],
+        input_width=input_hw[1],
+        rotated=where.rotated,
+        left=where.left,
+        top=where.top,
+        width=where.width,
+        height=where.height,
+    )
+
+
+def render_heatmap(source: HeatmapSource) -> bytes:
+    """The PNG of a stored `HeatmapSource`: byte-identical to `heatmap_png` on the unquantised map.
+    ValueError when the map's bytes are not valid base64 or not rows x cols of them."""
+    try:
+        raw = base64.b64decode(source.cam_u8_b64, validate=True)
+    except binascii.Error as exc:
+        raise ValueError("the map is not valid base64") from exc
+    if len(raw) != source.rows * source.cols:
+        raise ValueError(f"the map has {len(raw)} bytes, not {source.rows} x {source.cols}")
+    cam_u8 = np.frombuffer(raw, dtype=np.uint8).reshape(source.rows, source.cols)
+    where = Placement(source.rotated, source.left, source.top, source.width, source.height)
+    input_hw = (source.input_height, source.input_width)
+    return render_heatmap_png(cam_u8, source.image_width, source.image_height, input_hw, where)

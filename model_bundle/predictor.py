@@ -13,8 +13,8 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from contracts.bundle import BundleManifest
-from contracts.reports import ModelRef, Prediction
-from model_bundle.heatmap import class_activation_map, heatmap_png
+from contracts.reports import HeatmapSource, ModelRef, Prediction
+from model_bundle.heatmap import class_activation_map, heatmap_png, heatmap_source
 from model_bundle.loader import load_manifest
 from model_bundle.metadata import encode_metadata
 from model_bundle.preprocessing import placement, preprocess
@@ -124,13 +124,22 @@ class Predictor:
             conformal_coverage=m.conformal.target_coverage,
         )
 
+    def _cam(self, raw: RawOutput, class_code: str) -> NDArray[np.float32]:
+        index = self.manifest.class_codes.index(class_code)
+        return class_activation_map(raw.feature_map, self._cam_weights, index)
+
     def heatmap(self, raw: RawOutput, class_code: str, width: int, height: int) -> bytes:
         """PNG overlay of the class-activation map for `class_code`, sized to the image."""
-        cam = class_activation_map(
-            raw.feature_map, self._cam_weights, self.manifest.class_codes.index(class_code)
-        )
         spec = self.manifest.preprocessing
-        return heatmap_png(cam, width, height, spec.input_hw, placement(width, height, spec))
+        where = placement(width, height, spec)
+        return heatmap_png(self._cam(raw, class_code), width, height, spec.input_hw, where)
+
+    def heatmap_source(self, raw: RawOutput, class_code: str, width: int, height: int) -> HeatmapSource:
+        """What `model_bundle.heatmap.render_heatmap` needs to draw `heatmap(...)`'s PNG later:
+        the quantised map and where the image lay in the input (a few dozen bytes)."""
+        spec = self.manifest.preprocessing
+        where = placement(width, height, spec)
+        return heatmap_source(self._cam(raw, class_code), width, height, spec.input_hw, where)
 
     def predict_file(self, path: Path | str) -> Prediction:
         """Convenience API: one image file -> its prediction."""

@@ -86,6 +86,13 @@ def internal_token(layout: Layout, environ: Mapping[str, str]) -> str:
     return token
 
 
+# One native math thread per process. NumPy's OpenBLAS otherwise starts a thread per core whose
+# workers spin for a while after every matrix product; each OOD score request (a few small
+# products) then burnt 40-90 ms of CPU instead of 7 (bench.fleet's cost table, 2 cores). Parallelism
+# comes from processes (worker pool, replicas), and ONNX Runtime has its own INFERENCE_ORT_THREADS.
+NATIVE_THREAD_LIMITS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def fleet_env(layout: Layout, environ: Mapping[str, str]) -> dict[str, str]:
     """The children's environment: the caller's, plus embedded defaults for every unset setting."""
     env = dict(environ)
@@ -110,6 +117,8 @@ def fleet_env(layout: Layout, environ: Mapping[str, str]) -> dict[str, str]:
     # The children import the repository's packages whether or not it is pip-installed.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), environ.get("PYTHONPATH")]))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    for name, value in NATIVE_THREAD_LIMITS.items():
+        env.setdefault(name, value)
     return env
 
 

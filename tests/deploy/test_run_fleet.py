@@ -61,6 +61,12 @@ def test_environment_overrides_switch_to_production_backends(layout: Layout) -> 
     assert fleet_env(layout, {"INFERENCE_ORT_THREADS": "4"})["INFERENCE_ORT_THREADS"] == "4"
 
 
+def test_native_math_runs_one_thread_per_process_unless_the_caller_says_otherwise(layout: Layout) -> None:
+    env = fleet_env(layout, {})
+    assert env["OPENBLAS_NUM_THREADS"] == env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1"
+    assert fleet_env(layout, {"OPENBLAS_NUM_THREADS": "2"})["OPENBLAS_NUM_THREADS"] == "2"
+
+
 def test_a_generated_internal_token_is_shared_saved_and_reused(layout: Layout) -> None:
     first = fleet_env(layout, {})
     tokens = {first[name] for name in INTERNAL_TOKEN_VARS}

@@ -4,7 +4,6 @@ Real ONNX Runtime sessions on the tiny bundles, respx at the HTTP seam."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 from collections.abc import Iterator
@@ -17,7 +16,8 @@ import respx
 from PIL import Image
 
 from contracts.jobs import ClinicalMetadata, InferenceTask
-from contracts.reports import ReportUpsert
+from contracts.reports import HeatmapSource, ReportUpsert
+from model_bundle.heatmap import render_heatmap
 from services.inference.domain.clinical import metadata_used
 from services.inference.domain.pipeline import run_job
 from services.inference.resources import WorkerResources, close_resources, init_resources
@@ -122,7 +122,7 @@ def test_v2_heatmap_covers_the_whole_letterboxed_image(
 
     _run(wide, v2_resources, None)
 
-    png = base64.b64decode(_stored(mocked)["heatmap_png_b64"])
+    png = render_heatmap(HeatmapSource.model_validate(_stored(mocked)["heatmap"]))
     with Image.open(io.BytesIO(png)) as heatmap:
         alpha = np.asarray(heatmap.convert("RGBA"))[..., 3]
     assert alpha.shape == (80, 200)

@@ -13,9 +13,10 @@ from PIL import Image
 
 from contracts.jobs import InferenceTask, JobStatus
 from contracts.ood_extra import QualityMeasurements
-from contracts.reports import ReportUpsert
+from contracts.reports import HeatmapSource, ReportUpsert
+from model_bundle.heatmap import render_heatmap
 from services.inference.domain.errors import ImageCorruptError
-from services.inference.domain.pipeline import run_job
+from services.inference.domain.pipeline import decode_image, run_job
 from services.inference.resources import WorkerResources
 from tests.inference.conftest import JOB_ID, REPORTS_URL, REQUEST_ID, TENANT_ID, TOKEN, verdict
 
@@ -55,15 +56,35 @@ def test_accepted_image_report_has_triage_level_and_conformal_set(
     assert body["ood"]["decision"] == "accepted"
 
 
-def test_accepted_image_report_has_heatmap_png_of_the_image_size(
+def test_accepted_image_report_carries_a_heatmap_map_that_renders_to_a_png_of_the_image_size(
     job: InferenceTask, resources: WorkerResources, mocked: respx.MockRouter
 ) -> None:
     _run(job, resources)
 
-    png = base64.b64decode(_put_body(mocked)["heatmap_png_b64"])
+    body = _put_body(mocked)
+    assert body["heatmap_png_b64"] is None  # no PNG is encoded per job any more
+    png = render_heatmap(HeatmapSource.model_validate(body["heatmap"]))
     with Image.open(io.BytesIO(png)) as heatmap:
         assert heatmap.format == "PNG"
         assert heatmap.size == (job.image.width, job.image.height)
+
+
+def test_the_lazily_rendered_heatmap_is_byte_identical_to_the_eagerly_rendered_one(
+    job: InferenceTask, resources: WorkerResources, mocked: respx.MockRouter
+) -> None:
+    _run(job, resources)
+
+    body = _put_body(mocked)
+    predictor = resources.predictor
+    image = decode_image(job.image)
+    raw = predictor.run([image])[0]
+    top_class = body["prediction"]["top_class"]
+    eager = predictor.heatmap(raw, top_class, *image.size)
+    lazy = render_heatmap(HeatmapSource.model_validate(body["heatmap"]))
+    assert lazy == eager
+    # Guard against a vacuous pass: another class's map draws a different picture.
+    other = next(c for c in predictor.manifest.class_codes if c != top_class)
+    assert predictor.heatmap(raw, other, *image.size) != eager
 
 
 def test_report_names_the_model_and_its_sha_and_carries_timings(
@@ -132,6 +153,7 @@ def test_rejected_verdict_stores_rejected_report_without_triage(
     assert body["status"] == JobStatus.rejected
     assert body["prediction"] is None
     assert body["heatmap_png_b64"] is None
+    assert body["heatmap"] is None
     assert body["ood"]["decision"] == decision
     assert body["ood"]["scores"]["msp"] == pytest.approx(0.15)
 

@@ -110,10 +110,10 @@ def run_job(
         used = metadata_used(predictor.manifest.metadata, task.clinical)
         prediction = predictor.postprocess(raw).model_copy(update={"metadata_used": used})
         width, height = image.size
-        png = predictor.heatmap(raw, prediction.top_class, width, height)
-        heatmap_b64: str | None = base64.b64encode(png).decode("ascii")
+        # The map and its geometry, not a PNG: the reports service renders it when first asked.
+        heatmap = predictor.heatmap_source(raw, prediction.top_class, width, height)
     else:
-        status, prediction, heatmap_b64 = JobStatus.rejected, None, None
+        status, prediction, heatmap = JobStatus.rejected, None, None
     t_done = clock()
     report = ReportUpsert(
         job_id=task.job_id,
@@ -122,7 +122,7 @@ def run_job(
         prediction=prediction,
         ood=verdict,
         model=predictor.model_ref,
-        heatmap_png_b64=heatmap_b64,
+        heatmap=heatmap,
         timings_ms={
             "decode": _ms(t0, t_decoded),
             "inference": _ms(t_marked, t_inferred),

@@ -15,6 +15,7 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
+    or_,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
@@ -138,10 +139,14 @@ class Report(Base):
     model_version: Mapped[str] = mapped_column(String(32))
     model_sha256: Mapped[str] = mapped_column(String(64))
     timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    # The heatmap PNG: rendered from heatmap_source on first request and kept (or, from a worker
+    # before lazy heatmaps, sent ready-made). heatmap_source is contracts.reports.HeatmapSource;
+    # SQL NULL (none_as_null), not JSON null, when there is none, so has_heatmap can test it.
     heatmap_png: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    heatmap_source: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), deferred=True)
     completed_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
 
-    # Whether a heatmap exists, without loading its bytes.
-    has_heatmap: Mapped[bool] = column_property(heatmap_png.is_not(None))
+    # Whether a heatmap exists (or can be rendered), without loading either.
+    has_heatmap: Mapped[bool] = column_property(or_(heatmap_png.is_not(None), heatmap_source.is_not(None)))
 
     job: Mapped[Job] = relationship(back_populates="report")

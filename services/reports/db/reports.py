@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contracts.jobs import JobStatus
-from contracts.reports import ReportUpsert
+from contracts.reports import HeatmapSource, ReportUpsert
+from model_bundle.heatmap import render_heatmap
 from services.reports.db.jobs import get_job
 from services.reports.db.models import Job, Report
 from services.reports.db.types import utc_now
@@ -37,6 +38,7 @@ def _apply(report: Report, body: ReportUpsert, heatmap: bytes | None) -> None:
     report.model_sha256 = body.model.sha256
     report.timings = dict(body.timings_ms)
     report.heatmap_png = heatmap
+    report.heatmap_source = body.heatmap.model_dump(mode="json") if body.heatmap is not None else None
     report.completed_at = utc_now()
 
 
@@ -67,11 +69,23 @@ def upsert_report(session: Session, tenant_id: str, body: ReportUpsert, heatmap:
 
 
 def get_heatmap(session: Session, tenant_id: str, job_id: str) -> bytes:
-    """The job's heatmap PNG; JobNotFoundError for no such job, HeatmapNotFoundError if it has none."""
+    """The job's heatmap PNG, rendered from its stored map on the first request and kept from then
+    on; JobNotFoundError for no such job, HeatmapNotFoundError if it has none."""
     get_job(session, tenant_id, job_id)
-    heatmap = session.scalar(
-        select(Report.heatmap_png).where(Report.job_id == job_id, Report.tenant_id == tenant_id)
-    )
-    if heatmap is None:
+    row = session.execute(
+        select(Report.heatmap_png, Report.heatmap_source).where(
+            Report.job_id == job_id, Report.tenant_id == tenant_id
+        )
+    ).one_or_none()
+    if row is None or (row.heatmap_png is None and row.heatmap_source is None):
         raise HeatmapNotFoundError("this job has no heatmap", details={"job_id": job_id})
-    return heatmap
+    if row.heatmap_png is not None:
+        return bytes(row.heatmap_png)
+    png = render_heatmap(HeatmapSource.model_validate(row.heatmap_source))
+    # Two first requests at once both render the same bytes (rendering is deterministic), so the
+    # later write changes nothing; the condition keeps a redelivered report's own PNG.
+    session.execute(
+        update(Report).where(Report.job_id == job_id, Report.heatmap_png.is_(None)).values(heatmap_png=png)
+    )
+    session.commit()
+    return png

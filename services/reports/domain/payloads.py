@@ -7,7 +7,7 @@ import binascii
 import hashlib
 
 from contracts.jobs import StoredImage
-from contracts.reports import ReportUpsert
+from contracts.reports import HeatmapSource, ReportUpsert
 from services.reports.domain.errors import ImageInvalidError, ReportInvalidError
 from services.reports.domain.lifecycle import REPORT_STATUSES
 
@@ -32,8 +32,22 @@ def decode_image(image: StoredImage) -> bytes:
     return raw
 
 
+def check_heatmap_source(source: HeatmapSource) -> None:
+    """Reject a map that could not be rendered later: bad base64 or not rows x cols bytes."""
+    try:
+        cells = len(_b64decode(source.cam_u8_b64))
+    except (binascii.Error, ValueError) as exc:
+        raise ReportInvalidError("heatmap map is not valid base64") from exc
+    if cells != source.rows * source.cols:
+        raise ReportInvalidError(
+            "heatmap map does not have rows x cols bytes",
+            details={"rows": source.rows, "cols": source.cols, "bytes": cells},
+        )
+
+
 def check_report(report: ReportUpsert) -> bytes | None:
-    """Reject a report that cannot be shown consistently; return the decoded heatmap PNG, if any."""
+    """Reject a report that cannot be shown consistently; return the decoded heatmap PNG, if the
+    worker sent one ready-made (a `heatmap` source is checked and stored as it is)."""
     if report.status not in REPORT_STATUSES:
         raise ReportInvalidError(
             "a report's status must be done or rejected", details={"status": report.status.value}
@@ -45,6 +59,8 @@ def check_report(report: ReportUpsert) -> bytes | None:
             raise ReportInvalidError(
                 "unknown triage level", details={"triage_level": report.prediction.triage_level}
             )
+    if report.heatmap is not None:
+        check_heatmap_source(report.heatmap)
     if report.heatmap_png_b64 is None:
         return None
     try:
