@@ -66,9 +66,8 @@ lint: ## ruff check, ruff format --check, mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: ## benchmark the bare pipeline and the whole fleet over HTTP (PostgreSQL + Redis); JSON to bench/results/
-	$(PY) -m bench.pipeline --bundle $(BUNDLE)
-	$(PY) -m bench.fleet
+bench: ## bare pipeline, fleet (PostgreSQL + Redis and embedded) and the PyTorch baseline in one run; JSON + PNG to bench/results/
+	$(PY) -m bench.suite --bundle $(BUNDLE)
 
 bench-model: ## per-image pipeline cost of BUNDLE against BASELINE (default 1.0.0), measured in one run
 	$(PY) -m bench.pipeline --bundle $(BUNDLE) --baseline $(BASELINE) --batch-sizes 1,32

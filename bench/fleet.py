@@ -23,7 +23,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -92,7 +92,7 @@ class Bench:
         try:
             response = await self.client.post("/v1/images", files=files, headers=headers)
             if response.status_code not in (200, 202):
-                record.errors[_error_code(response)] += 1
+                record.errors[error_code(response)] += 1
                 return
             job = response.json()
             if response.status_code == 202:
@@ -111,7 +111,7 @@ class Bench:
         try:
             response = await self.client.post("/v1/batches", files=files, headers=self.auth)
             if response.status_code != 202:
-                outcomes.errors[_error_code(response)] += 1
+                outcomes.errors[error_code(response)] += 1
                 return
             batch = await self._poll(f"/v1/batches/{response.json()['batch_id']}")
         except (httpx.HTTPError, TimeoutError) as exc:
@@ -138,7 +138,7 @@ class Bench:
         raise TimeoutError(f"{path} not finished after {FINISH_TIMEOUT_S:.0f} s")
 
 
-def _error_code(response: httpx.Response) -> str:
+def error_code(response: httpx.Response) -> str:
     try:
         return str(response.json()["error"]["code"])
     except (ValueError, KeyError, TypeError):
@@ -155,7 +155,13 @@ def _summary(outcomes: Outcomes, images: int, elapsed: float) -> dict[str, Any]:
     }
 
 
-async def bench_single(bench: Bench, concurrency: int, requests: int) -> dict[str, Any]:
+class SingleSender(Protocol):
+    """Sends one image and waits for its result (the fleet's gateway, or the baseline service)."""
+
+    async def single(self, outcomes: Outcomes | None) -> None: ...
+
+
+async def bench_single(bench: SingleSender, concurrency: int, requests: int) -> dict[str, Any]:
     """`requests` submissions, at most `concurrency` in flight at once."""
     outcomes = Outcomes()
     remaining = iter(range(requests))

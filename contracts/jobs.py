@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.text import PlainText
 
@@ -89,6 +89,26 @@ class InferenceTask(BaseModel):
         description="the request's age, sex and body site for a bundle that fuses them; None (or "
         "absent, as in tasks queued before it existed) = the request gave none",
     )
+
+
+# Jobs per `inference.predict_chunk` message: what one ONNX Runtime call, one OOD call and one
+# reports write handle together in the worker.
+MAX_CHUNK_JOBS = 64
+
+
+class InferenceChunk(BaseModel):
+    """Celery message body for `inference.predict_chunk`: several jobs of ONE tenant (a batch's),
+    run by the worker as one micro-batch with an outcome per job."""
+
+    tasks: list[InferenceTask] = Field(min_length=1, max_length=MAX_CHUNK_JOBS)
+
+    @model_validator(mode="after")
+    def _one_tenant(self) -> InferenceChunk:
+        if len({task.tenant_id for task in self.tasks}) != 1:
+            raise ValueError("every job of a chunk belongs to the same tenant")
+        if len({task.job_id for task in self.tasks}) != len(self.tasks):
+            raise ValueError("a job appears twice in the chunk")
+        return self
 
 
 class BatchCounts(BaseModel):

@@ -6,6 +6,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from contracts.errors import ErrorDetail
+
 
 class OodDecision(StrEnum):
     """Verdict on whether the model's output may be shown as a triage result."""
@@ -35,3 +37,27 @@ class OodScoreResponse(BaseModel):
     rule: str | None = Field(default=None, description="which rule rejected it; None if accepted")
     reasons: list[str] = Field(default_factory=list)
     thresholds: dict[str, float]
+
+
+# OOD verdicts asked for in one call (a worker's micro-batch).
+MAX_SCORE_BATCH = 64
+
+
+class OodScoreBatchRequest(BaseModel):
+    """Several model outputs to score in one call; each is judged on its own."""
+
+    items: list[OodScoreRequest] = Field(min_length=1, max_length=MAX_SCORE_BATCH)
+
+
+class OodScoreItem(BaseModel):
+    """One item's outcome: its verdict, or the error a single `POST /v1/score` would have
+    answered for it (e.g. `ood.bad_embedding`). Exactly one of the two is set."""
+
+    verdict: OodScoreResponse | None = None
+    error: ErrorDetail | None = None
+
+
+class OodScoreBatchResponse(BaseModel):
+    """One outcome per item, in the request's order."""
+
+    results: list[OodScoreItem]

@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from contracts.bundle import TriageLevel
+from contracts.errors import ErrorDetail
 from contracts.jobs import ClinicalField, ImageMetadata, JobStatus
 from contracts.ood import OodScoreResponse
 
@@ -87,6 +88,37 @@ class ReportUpsert(BaseModel):
     )
     timings_ms: dict[str, float] = Field(default_factory=dict)
     error_code: str | None = None
+
+
+# Reports written, or jobs marked running, in one call (a worker's micro-batch).
+MAX_REPORT_BATCH = 64
+
+
+class ReportUpsertBatch(BaseModel):
+    """Several jobs' results in one call (one tenant); each is stored, or refused, on its own."""
+
+    reports: list[ReportUpsert] = Field(min_length=1, max_length=MAX_REPORT_BATCH)
+
+
+class ReportUpsertOutcome(BaseModel):
+    """One report's outcome: its job's status once stored, or the error a single
+    `PUT /internal/v1/reports/{job_id}` would have answered for it."""
+
+    job_id: str
+    status: JobStatus | None = None
+    error: ErrorDetail | None = None
+
+
+class ReportUpsertBatchResult(BaseModel):
+    """One outcome per report, in the request's order."""
+
+    results: list[ReportUpsertOutcome]
+
+
+class JobsRunning(BaseModel):
+    """Worker -> reports: these jobs (one tenant) have started (queued -> running, else unchanged)."""
+
+    job_ids: list[str] = Field(min_length=1, max_length=MAX_REPORT_BATCH)
 
 
 class JobFailure(BaseModel):

@@ -5,6 +5,9 @@ body and the header that carries the request id. The task id is the job id."""
 from __future__ import annotations
 
 INFERENCE_TASK_NAME = "inference.predict"
+# Several jobs of one batch in one message (body `contracts.jobs.InferenceChunk`, same kwarg);
+# the task id is a fresh id, each job keeps its own id inside.
+INFERENCE_CHUNK_TASK_NAME = "inference.predict_chunk"
 INFERENCE_QUEUE = "inference"
 # kwargs = {PAYLOAD_KWARG: <InferenceTask as a JSON dict>}; the task function's parameter name.
 PAYLOAD_KWARG = "payload"

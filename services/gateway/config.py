@@ -7,6 +7,7 @@ from functools import lru_cache
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.jobs import MAX_CHUNK_JOBS
 from contracts.secrets import InternalToken
 
 MIB = 1024 * 1024
@@ -42,6 +43,12 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=30.0, ge=0)
     auth_cache_max_entries: int = Field(default=10_000, gt=0)
     register_concurrency: int = Field(default=8, gt=0, description="parallel job registrations")
+    task_chunk_size: int = Field(
+        default=8,
+        ge=1,
+        le=MAX_CHUNK_JOBS,
+        description="a batch's jobs per queued message (a worker micro-batch); 1 = a message per job",
+    )
 
     # Overload: refuse new work up front (503 `queue.full`, 429 `rate.limited`), never drop accepted work.
     max_queue_depth: int = Field(

@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
 
-from contracts.tasks import INFERENCE_QUEUE, INFERENCE_TASK_NAME
+from contracts.tasks import INFERENCE_CHUNK_TASK_NAME, INFERENCE_QUEUE, INFERENCE_TASK_NAME
 from model_bundle.loader import load_manifest
 from services.common.json_logging import configure_logging
 from services.inference.config import Settings, get_settings
@@ -60,7 +60,9 @@ def create_celery_app(settings: Settings) -> Celery:
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
-        task_routes={INFERENCE_TASK_NAME: {"queue": INFERENCE_QUEUE}},
+        task_routes={
+            name: {"queue": INFERENCE_QUEUE} for name in (INFERENCE_TASK_NAME, INFERENCE_CHUNK_TASK_NAME)
+        },
         task_default_queue=INFERENCE_QUEUE,
         # Ack after the task finishes and requeue if the process dies mid-task: a crash never
         # loses a job, and the report upsert is idempotent on the job id, so a rerun is harmless.

@@ -20,6 +20,8 @@ LOG_FIELDS = (
     "ort_threads",
     "declared",
     "decoded",
+    "jobs",
+    "statuses",
 )
 # Celery's worker logs a task's receipt, success and failure with `extra={"data": context}`; the
 # context holds the task's args/kwargs, here the whole payload, image included. Only these keys

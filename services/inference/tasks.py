@@ -10,6 +10,7 @@ a machine-readable error_code, so no job is left queued forever.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 from billiard.einfo import ExceptionInfo
@@ -18,13 +19,18 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from pydantic import ValidationError
 
 from contracts.errors import DomainError
-from contracts.jobs import InferenceTask
+from contracts.jobs import InferenceChunk, InferenceTask
 from contracts.reports import JobFailure
-from contracts.tasks import INFERENCE_TASK_NAME, PAYLOAD_KWARG, REQUEST_ID_TASK_HEADER
+from contracts.tasks import (
+    INFERENCE_CHUNK_TASK_NAME,
+    INFERENCE_TASK_NAME,
+    PAYLOAD_KWARG,
+    REQUEST_ID_TASK_HEADER,
+)
 from services.common.request_id import bound_request_id, is_well_formed, new_request_id
 from services.inference.celery_app import celery_app, settings
 from services.inference.domain.errors import PayloadInvalidError, TransientError
-from services.inference.domain.pipeline import run_job
+from services.inference.domain.pipeline import run_chunk, run_job
 from services.inference.resources import get_resources
 
 log = logging.getLogger("services.inference.tasks")
@@ -174,3 +180,85 @@ def predict(self: PredictTask, payload: dict[str, Any]) -> dict[str, str]:
             },
         )
     return {"job_id": job.job_id, "status": report.status.value}
+
+
+def parse_chunk(payload: object) -> InferenceChunk:
+    """The message body as an InferenceChunk; PayloadInvalidError (permanent) otherwise."""
+    try:
+        return InferenceChunk.model_validate(payload)
+    except ValidationError as exc:
+        locations = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+        raise PayloadInvalidError("task payload is not an InferenceChunk", {"fields": locations}) from None
+
+
+def chunk_jobs(payload: object) -> list[tuple[str, str]]:
+    """(job_id, tenant_id) of every well-formed job in a chunk payload that may itself be corrupt."""
+    tasks = payload.get("tasks") if isinstance(payload, dict) else None
+    jobs = []
+    for task in tasks if isinstance(tasks, list) else []:
+        job_id, tenant_id, _ = _ids(task, None)
+        if job_id and tenant_id:
+            jobs.append((job_id, tenant_id))
+    return jobs
+
+
+class PredictChunkTask(PredictTask):
+    """As PredictTask, for a micro-batch: a final failure is recorded for every job in it (reports
+    never lets a failure override a job that already has its result)."""
+
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo,
+    ) -> None:
+        """Record each job of the chunk as failed; best effort, as for one job."""
+        payload = (kwargs or {}).get(PAYLOAD_KWARG, args[0] if args else None)
+        request_id = task_request_id(None, self.request)
+        code, message = failure_code(exc)
+        if isinstance(exc, TransientError):
+            message = f"gave up after {self.request.retries} retries: {message}"
+        jobs = chunk_jobs(payload)
+        with bound_request_id(request_id):
+            log.error(
+                "task.chunk_failed",
+                exc_info=exc if code == "internal" else None,
+                extra={"task_id": task_id, "jobs": len(jobs), "error_code": code},
+            )
+            if not jobs:
+                log.error("task.failure_unreportable", extra={"task_id": task_id, "error_code": code})
+            for job_id, tenant_id in jobs:
+                failure = JobFailure(job_id=job_id, tenant_id=tenant_id, error_code=code, message=message)
+                try:
+                    get_resources().reports.fail_job(failure, request_id=request_id)
+                except Exception:
+                    log.exception("task.failure_not_recorded", extra={"job_id": job_id, "error_code": code})
+
+
+@celery_app.task(  # type: ignore[untyped-decorator]  # celery ships no type hints
+    bind=True,
+    base=PredictChunkTask,
+    name=INFERENCE_CHUNK_TASK_NAME,
+    autoretry_for=(TransientError,),
+    max_retries=settings.max_retries,
+    retry_backoff=settings.retry_backoff_seconds,
+    retry_backoff_max=settings.retry_backoff_max_seconds,
+    retry_jitter=True,
+)
+def predict_chunk(self: PredictChunkTask, payload: dict[str, Any]) -> dict[str, Any]:
+    """Run a micro-batch of one tenant's jobs (`inference.predict_chunk`); a transient failure
+    retries the whole chunk, and every write it repeats is idempotent on the job id."""
+    chunk = parse_chunk(payload)
+    request_id = task_request_id(chunk.tasks[0].request_id, self.request)
+    tasks = [t if t.request_id else t.model_copy(update={"request_id": request_id}) for t in chunk.tasks]
+    with bound_request_id(request_id):
+        resources = get_resources()
+        outcomes = run_chunk(tasks, resources.predictor, resources.ood, resources.reports)
+        statuses = Counter(outcome.status.value for outcome in outcomes)
+        log.info(
+            "task.chunk_done",
+            extra={"jobs": len(outcomes), "attempt": self.request.retries, "statuses": dict(statuses)},
+        )
+    return {"jobs": len(outcomes), "statuses": dict(statuses)}

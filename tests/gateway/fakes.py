@@ -27,6 +27,7 @@ class InMemoryPublisher:
 
     def __init__(self) -> None:
         self.tasks: list[InferenceTask] = []
+        self.messages: list[list[str]] = []  # the job ids of each message sent, in order
         self.down = False
         self.depth: int | None = 0  # what the broker would report as waiting (None: unreadable)
 
@@ -34,6 +35,14 @@ class InMemoryPublisher:
         if self.down:
             raise UpstreamUnavailableError("broker down", {"dependency": "broker"})
         self.tasks.append(task)
+        self.messages.append([task.job_id])
+
+    async def publish_many(self, tasks: list[InferenceTask]) -> None:
+        if self.down:
+            raise UpstreamUnavailableError("broker down", {"dependency": "broker"})
+        assert len({t.tenant_id for t in tasks}) == 1, "a chunk holds one tenant's jobs"
+        self.tasks.extend(tasks)
+        self.messages.append([t.job_id for t in tasks])
 
     async def ping(self) -> bool:
         return not self.down

@@ -11,7 +11,7 @@ from contracts.tasks import INFERENCE_QUEUE
 from services.inference.celery_app import celery_app, create_celery_app
 from services.inference.config import Settings
 from services.inference.resources import build_resources
-from services.inference.tasks import predict
+from services.inference.tasks import predict, predict_chunk
 from tests.inference.conftest import TOKEN
 
 
@@ -31,9 +31,13 @@ def test_only_json_is_accepted_and_sent() -> None:
     assert celery_app.conf.task_serializer == "json"
 
 
-def test_predict_is_routed_to_the_inference_queue() -> None:
+def test_predict_and_predict_chunk_are_routed_to_the_inference_queue() -> None:
     assert predict.name == "inference.predict"
-    assert celery_app.conf.task_routes == {"inference.predict": {"queue": INFERENCE_QUEUE}}
+    assert predict_chunk.name == "inference.predict_chunk"
+    assert celery_app.conf.task_routes == {
+        "inference.predict": {"queue": INFERENCE_QUEUE},
+        "inference.predict_chunk": {"queue": INFERENCE_QUEUE},
+    }
     assert INFERENCE_QUEUE == "inference"
 
 

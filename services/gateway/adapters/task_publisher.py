@@ -1,20 +1,29 @@
 """Queue `inference.predict` on Celery by name: the gateway never imports the inference package.
 
-Message (`contracts.tasks`): task name `inference.predict`, queue `inference`, task id = job id,
-kwargs `{"payload": <InferenceTask as JSON>}`, header `request_id`.
+Messages (`contracts.tasks`), queue `inference`, header `request_id`:
+- one job: task `inference.predict`, task id = job id, kwargs `{"payload": <InferenceTask>}`;
+- several jobs of a batch: task `inference.predict_chunk`, a fresh task id, kwargs
+  `{"payload": <InferenceChunk>}` (the broker's queue depth counts messages, so a chunk is one).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
 import anyio.to_thread
 from celery import Celery
 
-from contracts.jobs import InferenceTask
-from contracts.tasks import INFERENCE_QUEUE, INFERENCE_TASK_NAME, PAYLOAD_KWARG, REQUEST_ID_TASK_HEADER
+from contracts.jobs import InferenceChunk, InferenceTask
+from contracts.tasks import (
+    INFERENCE_CHUNK_TASK_NAME,
+    INFERENCE_QUEUE,
+    INFERENCE_TASK_NAME,
+    PAYLOAD_KWARG,
+    REQUEST_ID_TASK_HEADER,
+)
 from services.gateway.domain.errors import UpstreamUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -30,6 +39,11 @@ class TaskPublisher(Protocol):
 
     async def publish(self, task: InferenceTask) -> None:
         """Queue one inference task; raises `UpstreamUnavailableError` when the broker is down."""
+        ...
+
+    async def publish_many(self, tasks: list[InferenceTask]) -> None:
+        """Queue several jobs of one tenant as ONE message (`inference.predict_chunk`), which the
+        worker runs as one micro-batch; raises `UpstreamUnavailableError` when the broker is down."""
         ...
 
     async def ping(self) -> bool:
@@ -82,6 +96,18 @@ class CeleryTaskPublisher:
             )
             raise UpstreamUnavailableError("the task queue is unavailable", {"dependency": "broker"}) from exc
 
+    async def publish_many(self, tasks: list[InferenceTask]) -> None:
+        """Send one chunk message from a worker thread (kombu's producer is blocking)."""
+        chunk = InferenceChunk(tasks=tasks)
+        try:
+            await anyio.to_thread.run_sync(self._send_chunk, chunk)
+        except Exception as exc:
+            logger.warning(
+                "task publish failed",
+                extra={"request_id": tasks[0].request_id, "jobs": len(tasks), "error": type(exc).__name__},
+            )
+            raise UpstreamUnavailableError("the task queue is unavailable", {"dependency": "broker"}) from exc
+
     async def ping(self) -> bool:
         """True when a broker connection (and channel) can be opened."""
         try:
@@ -109,6 +135,18 @@ class CeleryTaskPublisher:
             INFERENCE_TASK_NAME,
             kwargs={PAYLOAD_KWARG: task.model_dump(mode="json")},
             task_id=task.job_id,
+            queue=INFERENCE_QUEUE,
+            headers=headers,
+            retry=True,
+            retry_policy=_RETRY_POLICY,
+        )
+
+    def _send_chunk(self, chunk: InferenceChunk) -> None:
+        headers: dict[str, Any] = {REQUEST_ID_TASK_HEADER: chunk.tasks[0].request_id}
+        self._app.send_task(
+            INFERENCE_CHUNK_TASK_NAME,
+            kwargs={PAYLOAD_KWARG: chunk.model_dump(mode="json")},
+            task_id=uuid.uuid4().hex,
             queue=INFERENCE_QUEUE,
             headers=headers,
             retry=True,

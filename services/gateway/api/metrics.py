@@ -27,7 +27,9 @@ class Metrics:
             "gateway_errors_total", "Error responses by error code", ["code"], registry=self.registry
         )
         self.tasks_published = Counter(
-            "gateway_tasks_published_total", "inference.predict tasks queued", registry=self.registry
+            "gateway_tasks_published_total",
+            "jobs queued for inference (one per task, or several per chunk)",
+            registry=self.registry,
         )
 
     def request_done(self, method: str, route: str, status: int, seconds: float) -> None:

@@ -46,7 +46,7 @@ def batch_id_for(tenant_id: str, idempotency_key: str) -> str:
     return hashlib.sha256(f"{tenant_id}\x00{idempotency_key}".encode()).hexdigest()[:32]
 
 
-async def submit_job(
+async def register_job(
     context: GatewayContext,
     *,
     principal: Principal,
@@ -56,8 +56,9 @@ async def submit_job(
     idempotency_key: str | None,
     batch_id: str | None,
     request_id: str,
-) -> Submitted:
-    """Register the job; queue its task only when reports says it is new (replays queue nothing)."""
+) -> tuple[Submitted, InferenceTask | None]:
+    """Register the job with reports; the task to queue, or None when reports says it is a replay
+    (replays queue nothing)."""
     job, replayed = await context.reports.create_job(
         JobCreate(
             job_id=new_id(),
@@ -71,7 +72,7 @@ async def submit_job(
         request_id=request_id,
     )
     if replayed:
-        return Submitted(job, replayed=True)
+        return Submitted(job, replayed=True), None
     task = InferenceTask(
         job_id=job.job_id,
         tenant_id=principal.tenant_id,
@@ -81,13 +82,66 @@ async def submit_job(
         # Only what a model may fuse: identifiers (patient_ref, client_ref) stay out of the broker.
         clinical=metadata.clinical(),
     )
+    return Submitted(job, replayed=False), task
+
+
+async def submit_job(
+    context: GatewayContext,
+    *,
+    principal: Principal,
+    image: StoredImage,
+    metadata: ImageMetadata,
+    filename: str | None,
+    idempotency_key: str | None,
+    batch_id: str | None,
+    request_id: str,
+) -> Submitted:
+    """Register the job; queue its task only when reports says it is new (replays queue nothing)."""
+    submitted, task = await register_job(
+        context,
+        principal=principal,
+        image=image,
+        metadata=metadata,
+        filename=filename,
+        idempotency_key=idempotency_key,
+        batch_id=batch_id,
+        request_id=request_id,
+    )
+    if task is None:
+        return submitted
+    await queue_tasks(context, [task], request_id=request_id)
+    return submitted
+
+
+async def queue_tasks(context: GatewayContext, tasks: list[InferenceTask], *, request_id: str) -> None:
+    """Queue registered jobs: one `inference.predict` message for one job, one
+    `inference.predict_chunk` message for several (the worker runs them as one micro-batch).
+    If the broker refuses, each job is marked failed (`queue.unavailable`) and the error raised."""
     try:
-        await context.publisher.publish(task)
+        if len(tasks) == 1:
+            await context.publisher.publish(tasks[0])
+        else:
+            await context.publisher.publish_many(tasks)
     except DomainError:
-        await _record_unqueued(context.reports, job.job_id, principal.tenant_id, request_id)
+        for task in tasks:
+            await _record_unqueued(context.reports, task.job_id, task.tenant_id, request_id)
         raise
-    context.metrics.tasks_published.inc()
-    return Submitted(job, replayed=False)
+    context.metrics.tasks_published.inc(len(tasks))
+
+
+def chunks(tasks: list[InferenceTask], size: int) -> list[list[InferenceTask]]:
+    """`tasks` in order, cut into runs of at most `size`, as even as possible (33 jobs at 16 are
+    11 + 11 + 11, not 16 + 16 + 1), so no worker gets a straggler chunk of one."""
+    if not tasks:
+        return []
+    count = -(-len(tasks) // max(1, size))
+    base, extra = divmod(len(tasks), count)
+    cut, start = [], 0
+    for i in range(count):
+        end = start + base + (1 if i < extra else 0)
+        cut.append(tasks[start:end])
+        start = end
+    return cut
 
 
 async def _record_unqueued(reports: ReportsClient, job_id: str, tenant_id: str, request_id: str) -> None:

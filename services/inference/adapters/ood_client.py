@@ -5,7 +5,13 @@ from __future__ import annotations
 import httpx
 from pydantic import ValidationError
 
-from contracts.ood import OodScoreRequest, OodScoreResponse
+from contracts.ood import (
+    OodScoreBatchRequest,
+    OodScoreBatchResponse,
+    OodScoreItem,
+    OodScoreRequest,
+    OodScoreResponse,
+)
 from services.inference.adapters.internal_http import InternalHttpClient
 from services.inference.domain.errors import UpstreamRejectedError
 
@@ -33,6 +39,31 @@ class HttpOodClient:
             raise UpstreamRejectedError(
                 "ood", response.status_code, "ood.bad_response", "OOD answered with an invalid body"
             ) from exc
+
+    def score_many(
+        self, requests: list[OodScoreRequest], *, tenant_id: str, request_id: str | None
+    ) -> list[OodScoreItem]:
+        """Verdicts for a micro-batch in one call: one item per request, in order, each a verdict
+        or the error `score` would have raised for it."""
+        body = OodScoreBatchRequest(items=requests)
+        response = self._http.send(
+            "POST",
+            "/v1/score/batch",
+            body=body.model_dump(mode="json"),
+            tenant_id=tenant_id,
+            request_id=request_id,
+        )
+        try:
+            results = OodScoreBatchResponse.model_validate_json(response.content).results
+        except ValidationError as exc:
+            raise UpstreamRejectedError(
+                "ood", response.status_code, "ood.bad_response", "OOD answered with an invalid body"
+            ) from exc
+        if len(results) != len(requests):
+            raise UpstreamRejectedError(
+                "ood", response.status_code, "ood.bad_response", "OOD answered a different number of items"
+            )
+        return results
 
     def close(self) -> None:
         """Release the connection pool."""

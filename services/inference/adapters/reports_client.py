@@ -5,9 +5,18 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import httpx
+from pydantic import ValidationError
 
-from contracts.reports import JobFailure, ReportUpsert
+from contracts.reports import (
+    JobFailure,
+    JobsRunning,
+    ReportUpsert,
+    ReportUpsertBatch,
+    ReportUpsertBatchResult,
+    ReportUpsertOutcome,
+)
 from services.inference.adapters.internal_http import InternalHttpClient
+from services.inference.domain.errors import UpstreamRejectedError
 
 
 class HttpReportsClient:
@@ -37,6 +46,33 @@ class HttpReportsClient:
             tenant_id=report.tenant_id,
             request_id=request_id,
         )
+
+    def mark_many_running(self, job_ids: list[str], *, tenant_id: str, request_id: str | None) -> None:
+        """Tell the reports service a micro-batch has started (one call for all its jobs)."""
+        body = JobsRunning(job_ids=job_ids).model_dump(mode="json")
+        self._http.send(
+            "POST", "/internal/v1/jobs/running", body=body, tenant_id=tenant_id, request_id=request_id
+        )
+
+    def upsert_reports(
+        self, reports: list[ReportUpsert], *, tenant_id: str, request_id: str | None
+    ) -> list[ReportUpsertOutcome]:
+        """PUT a micro-batch's reports in one call; one outcome per report, in order."""
+        body = ReportUpsertBatch(reports=reports).model_dump(mode="json")
+        response = self._http.send(
+            "PUT", "/internal/v1/reports", body=body, tenant_id=tenant_id, request_id=request_id
+        )
+        try:
+            results = ReportUpsertBatchResult.model_validate_json(response.content).results
+        except ValidationError as exc:
+            raise UpstreamRejectedError(
+                "reports", response.status_code, "reports.bad_response", "reports answered an invalid body"
+            ) from exc
+        if [r.job_id for r in results] != [r.job_id for r in reports]:
+            raise UpstreamRejectedError(
+                "reports", response.status_code, "reports.bad_response", "reports answered other jobs"
+            )
+        return results
 
     def fail_job(self, failure: JobFailure, *, request_id: str | None) -> None:
         """Record that the job was given up, with its error code."""

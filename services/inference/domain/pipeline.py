@@ -24,13 +24,14 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
 from contracts.jobs import InferenceTask, JobStatus, StoredImage
-from contracts.ood import OodDecision, OodScoreRequest
-from contracts.reports import ReportUpsert
-from model_bundle.predictor import Predictor
+from contracts.ood import OodDecision, OodScoreRequest, OodScoreResponse
+from contracts.reports import JobFailure, ReportUpsert
+from model_bundle.predictor import Predictor, RawOutput
 from services.inference.domain.clinical import metadata_used, model_context
 from services.inference.domain.errors import ImageCorruptError, ImageTooLargeError
 from services.inference.domain.ports import OodClient, ReportsClient
@@ -75,6 +76,49 @@ def _ms(start: float, end: float) -> float:
     return round((end - start) * 1000.0, 2)
 
 
+def _report(
+    task: InferenceTask,
+    predictor: Predictor,
+    raw: RawOutput,
+    image: Image.Image,
+    verdict: OodScoreResponse,
+    timings_ms: dict[str, float],
+) -> ReportUpsert:
+    """The job's report: prediction and heatmap source when OOD accepted the image, else only the
+    verdict (a rejected image has no triage level anywhere)."""
+    if verdict.decision is OodDecision.accepted:
+        status = JobStatus.done
+        used = metadata_used(predictor.manifest.metadata, task.clinical)
+        prediction = predictor.postprocess(raw).model_copy(update={"metadata_used": used})
+        width, height = image.size
+        # The map and its geometry, not a PNG: the reports service renders it when first asked.
+        heatmap = predictor.heatmap_source(raw, prediction.top_class, width, height)
+    else:
+        status, prediction, heatmap = JobStatus.rejected, None, None
+    return ReportUpsert(
+        job_id=task.job_id,
+        tenant_id=task.tenant_id,
+        status=status,
+        prediction=prediction,
+        ood=verdict,
+        model=predictor.model_ref,
+        heatmap=heatmap,
+        timings_ms=timings_ms,
+    )
+
+
+def _ood_request(
+    task: InferenceTask, predictor: Predictor, raw: RawOutput, image: Image.Image
+) -> OodScoreRequest:
+    return OodScoreRequest(
+        model_sha256=predictor.manifest.onnx_sha256,
+        logits=[float(v) for v in raw.logits],
+        embedding=[float(v) for v in raw.embedding],
+        tenant_id=task.tenant_id,
+        quality=measure_quality(image).to_wire(),
+    )
+
+
 def run_job(
     task: InferenceTask,
     predictor: Predictor,
@@ -91,46 +135,104 @@ def run_job(
     t_marked = clock()
     raw = predictor.run([image], [model_context(task.clinical)])[0]
     t_inferred = clock()
-    quality = measure_quality(image)
+    request = _ood_request(task, predictor, raw, image)
     t_measured = clock()
-    verdict = ood.score(
-        OodScoreRequest(
-            model_sha256=predictor.manifest.onnx_sha256,
-            logits=[float(v) for v in raw.logits],
-            embedding=[float(v) for v in raw.embedding],
-            tenant_id=task.tenant_id,
-            quality=quality.to_wire(),
-        ),
-        tenant_id=task.tenant_id,
-        request_id=task.request_id,
-    )
+    verdict = ood.score(request, tenant_id=task.tenant_id, request_id=task.request_id)
     t_scored = clock()
-    if verdict.decision is OodDecision.accepted:
-        status = JobStatus.done
-        used = metadata_used(predictor.manifest.metadata, task.clinical)
-        prediction = predictor.postprocess(raw).model_copy(update={"metadata_used": used})
-        width, height = image.size
-        # The map and its geometry, not a PNG: the reports service renders it when first asked.
-        heatmap = predictor.heatmap_source(raw, prediction.top_class, width, height)
-    else:
-        status, prediction, heatmap = JobStatus.rejected, None, None
+    timings = {
+        "decode": _ms(t0, t_decoded),
+        "inference": _ms(t_marked, t_inferred),
+        "quality": _ms(t_inferred, t_measured),
+        "ood": _ms(t_measured, t_scored),
+    }
+    report = _report(task, predictor, raw, image, verdict, timings)
     t_done = clock()
-    report = ReportUpsert(
-        job_id=task.job_id,
-        tenant_id=task.tenant_id,
-        status=status,
-        prediction=prediction,
-        ood=verdict,
-        model=predictor.model_ref,
-        heatmap=heatmap,
-        timings_ms={
-            "decode": _ms(t0, t_decoded),
-            "inference": _ms(t_marked, t_inferred),
-            "quality": _ms(t_inferred, t_measured),
-            "ood": _ms(t_measured, t_scored),
-            "postprocess": _ms(t_scored, t_done),
-            "total": _ms(t0, t_done),
-        },
-    )
+    report.timings_ms.update(postprocess=_ms(t_scored, t_done), total=_ms(t0, t_done))
     reports.upsert_report(report, request_id=task.request_id)
     return report
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How one job of a micro-batch ended: done, rejected, or failed with an error code."""
+
+    job_id: str
+    status: JobStatus
+    error_code: str | None = None
+
+
+def _fail(reports: ReportsClient, task: InferenceTask, code: str, message: str) -> JobOutcome:
+    """Record one job of a micro-batch as failed (its neighbours go on)."""
+    failure = JobFailure(job_id=task.job_id, tenant_id=task.tenant_id, error_code=code, message=message)
+    reports.fail_job(failure, request_id=task.request_id)
+    log.warning("job.failed_in_chunk", extra={"job_id": task.job_id, "error_code": code})
+    return JobOutcome(task.job_id, JobStatus.failed, code)
+
+
+def run_chunk(
+    tasks: list[InferenceTask],
+    predictor: Predictor,
+    ood: OodClient,
+    reports: ReportsClient,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[JobOutcome]:
+    """Process a micro-batch of one tenant's jobs: one mark-running call, one ONNX Runtime run,
+    one OOD call and one reports write for all of them, with an outcome per job (in `tasks`'
+    order). A job that cannot be decoded, or that OOD or reports refuse, fails alone; a transient
+    failure of a service raises, and the whole micro-batch is retried (every write is idempotent
+    on the job id). Each report's timings are the micro-batch's, divided per job."""
+    tenant_id, request_id = tasks[0].tenant_id, tasks[0].request_id
+    outcomes: dict[str, JobOutcome] = {}
+    t0 = clock()
+    decoded: list[tuple[InferenceTask, Image.Image]] = []
+    for task in tasks:
+        try:
+            decoded.append((task, decode_image(task.image)))
+        except (ImageCorruptError, ImageTooLargeError) as exc:
+            outcomes[task.job_id] = _fail(reports, task, exc.code, exc.message)
+    if decoded:
+        t_decoded = clock()
+        jobs = [task.job_id for task, _ in decoded]
+        reports.mark_many_running(jobs, tenant_id=tenant_id, request_id=request_id)
+        t_marked = clock()
+        images = [image for _, image in decoded]
+        raws = predictor.run(images, [model_context(task.clinical) for task, _ in decoded])
+        t_inferred = clock()
+        requests = [
+            _ood_request(task, predictor, raw, image)
+            for (task, image), raw in zip(decoded, raws, strict=True)
+        ]
+        t_measured = clock()
+        verdicts = ood.score_many(requests, tenant_id=tenant_id, request_id=request_id)
+        t_scored = clock()
+        n = len(decoded)
+        timings = {
+            "decode": _ms(t0, t_decoded) / n,
+            "inference": _ms(t_marked, t_inferred) / n,
+            "quality": _ms(t_inferred, t_measured) / n,
+            "ood": _ms(t_measured, t_scored) / n,
+            "chunk_jobs": float(len(tasks)),
+        }
+        upserts = []
+        for (task, image), raw, item in zip(decoded, raws, verdicts, strict=True):
+            if item.verdict is None:
+                code, message = (
+                    (item.error.code, item.error.message) if item.error else ("internal", "no verdict")
+                )
+                outcomes[task.job_id] = _fail(reports, task, code, message)
+                continue
+            upserts.append(_report(task, predictor, raw, image, item.verdict, dict(timings)))
+        if upserts:
+            t_built = clock()
+            for report in upserts:
+                report.timings_ms.update(postprocess=_ms(t_scored, t_built) / len(upserts))
+            stored = reports.upsert_reports(upserts, tenant_id=tenant_id, request_id=request_id)
+            by_id = {task.job_id: task for task in tasks}
+            for report, result in zip(upserts, stored, strict=True):
+                if result.error is not None:
+                    outcomes[report.job_id] = _fail(
+                        reports, by_id[report.job_id], result.error.code, result.error.message
+                    )
+                else:
+                    outcomes[report.job_id] = JobOutcome(report.job_id, report.status)
+    return [outcomes[task.job_id] for task in tasks]

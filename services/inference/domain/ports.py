@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from contracts.ood import OodScoreRequest, OodScoreResponse
-from contracts.reports import JobFailure, ReportUpsert
+from contracts.ood import OodScoreItem, OodScoreRequest, OodScoreResponse
+from contracts.reports import JobFailure, ReportUpsert, ReportUpsertOutcome
 
 
 class OodClient(Protocol):
@@ -13,6 +13,12 @@ class OodClient(Protocol):
 
     def score(self, request: OodScoreRequest, *, tenant_id: str, request_id: str | None) -> OodScoreResponse:
         """POST /v1/score."""
+        ...
+
+    def score_many(
+        self, requests: list[OodScoreRequest], *, tenant_id: str, request_id: str | None
+    ) -> list[OodScoreItem]:
+        """POST /v1/score/batch: one verdict or error per request, in order."""
         ...
 
 
@@ -25,6 +31,16 @@ class ReportsClient(Protocol):
 
     def upsert_report(self, report: ReportUpsert, *, request_id: str | None) -> None:
         """PUT /internal/v1/reports/{job_id}: create or replace the job's one report."""
+        ...
+
+    def mark_many_running(self, job_ids: list[str], *, tenant_id: str, request_id: str | None) -> None:
+        """POST /internal/v1/jobs/running: a micro-batch started."""
+        ...
+
+    def upsert_reports(
+        self, reports: list[ReportUpsert], *, tenant_id: str, request_id: str | None
+    ) -> list[ReportUpsertOutcome]:
+        """PUT /internal/v1/reports: a micro-batch's reports, one outcome each, in order."""
         ...
 
     def fail_job(self, failure: JobFailure, *, request_id: str | None) -> None:

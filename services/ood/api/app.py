@@ -19,7 +19,14 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, Field
 
 from contracts.bundle import BundleManifest
-from contracts.ood import OodScoreRequest, OodScoreResponse
+from contracts.errors import DomainError, ErrorDetail
+from contracts.ood import (
+    OodScoreBatchRequest,
+    OodScoreBatchResponse,
+    OodScoreItem,
+    OodScoreRequest,
+    OodScoreResponse,
+)
 from contracts.reports import ModelRef
 from model_bundle.loader import load_manifest
 from services.common.errors import error_responses, install_error_handlers
@@ -35,7 +42,18 @@ from services.ood.domain.verdict import Detector, build_detector, evaluate
 log = logging.getLogger("services.ood")
 
 # The OOD service's own `extra=` log fields, beside services.common.json_logging.COMMON_FIELDS.
-LOG_FIELDS = ("decision", "rule", "model", "version", "sha256", "ood_rule", "tenants_with_own_acceptance")
+LOG_FIELDS = (
+    "items",
+    "accepted",
+    "errors",
+    "decision",
+    "rule",
+    "model",
+    "version",
+    "sha256",
+    "ood_rule",
+    "tenants_with_own_acceptance",
+)
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
@@ -96,6 +114,37 @@ def score(
         extra={"decision": verdict.decision.value, "rule": verdict.rule, "tenant_id": body.tenant_id},
     )
     return verdict
+
+
+@router.post(
+    "/v1/score/batch",
+    dependencies=[Depends(require_internal_token)],
+    responses=error_responses(401, 422, 500, 503),
+    summary="Score several model outputs in one call (a worker's micro-batch), each on its own",
+)
+def score_batch(
+    body: OodScoreBatchRequest, manifest: ManifestDep, detector: DetectorDep, settings: SettingsDep
+) -> OodScoreBatchResponse:
+    """As `POST /v1/score` for every item; an item that `/v1/score` would refuse (a different
+    model, bad logits or embedding) gets that error in its place and the others are still judged."""
+    thresholds = settings.quality_thresholds()
+    results = []
+    for item in body.items:
+        try:
+            results.append(OodScoreItem(verdict=evaluate(item, manifest, thresholds, detector)))
+        except DomainError as exc:
+            results.append(
+                OodScoreItem(error=ErrorDetail(code=exc.code, message=exc.message, details=exc.details))
+            )
+    log.info(
+        "ood.scored_batch",
+        extra={
+            "items": len(results),
+            "accepted": sum(1 for r in results if r.verdict and r.verdict.decision.value == "accepted"),
+            "errors": sum(1 for r in results if r.error),
+        },
+    )
+    return OodScoreBatchResponse(results=results)
 
 
 @router.get("/healthz")

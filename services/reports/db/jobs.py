@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -100,6 +100,19 @@ def mark_running(session: Session, tenant_id: str, job_id: str) -> Job:
         job.updated_at = utc_now()
         session.commit()
     return job
+
+
+def mark_many_running(session: Session, tenant_id: str, job_ids: list[str]) -> int:
+    """queued -> running for those of `job_ids` that are the tenant's and queued, in one UPDATE;
+    returns how many changed (others are unknown, or already running or finished)."""
+    result = session.execute(
+        update(Job)
+        .where(Job.tenant_id == tenant_id, Job.id.in_(job_ids), Job.status == JobStatus.queued.value)
+        .values(status=JobStatus.running.value, updated_at=utc_now())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def mark_failed(session: Session, tenant_id: str, job_id: str, error_code: str) -> Job:

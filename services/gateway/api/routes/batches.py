@@ -10,7 +10,7 @@ import anyio.to_thread
 from fastapi import APIRouter, File, Response, UploadFile
 
 from contracts.errors import DomainError, ErrorDetail
-from contracts.jobs import ImageMetadata
+from contracts.jobs import ImageMetadata, InferenceTask
 from contracts.public import BatchAccepted, BatchItemAccepted, BatchItemRejected
 from contracts.records import BatchCreate, BatchView
 from services.common.errors import RequestInvalidError, error_responses
@@ -25,7 +25,7 @@ from services.gateway.api.deps import (
     SettingsDep,
     batch_limits,
 )
-from services.gateway.api.submission import batch_id_for, new_id, submit_job
+from services.gateway.api.submission import batch_id_for, chunks, new_id, queue_tasks, register_job
 from services.gateway.domain.auth import Principal
 from services.gateway.domain.batch import PreparedItem, prepare_batch
 from services.gateway.domain.errors import BatchNoValidItemsError
@@ -94,8 +94,21 @@ async def submit_batch(
             for item in good
         )
     )
-    accepted = [o for o in outcomes if isinstance(o, BatchItemAccepted)]
+    registered = [o for o in outcomes if isinstance(o, _Registered)]
     failures = [o for o in outcomes if isinstance(o, _Failed)]
+    # The new jobs go to the broker in chunks, each one worker micro-batch (replays queue nothing).
+    unqueued: set[str] = set()
+    new_tasks = [r.task for r in sorted(registered, key=lambda r: r.item.index) if r.task is not None]
+    for chunk in chunks(new_tasks, settings.task_chunk_size):
+        try:
+            await queue_tasks(context, chunk, request_id=request_id)
+        except DomainError as exc:
+            by_job = {r.item.job_id: r for r in registered}
+            failures += [
+                _Failed(by_job[t.job_id].item.index, by_job[t.job_id].item.filename, exc) for t in chunk
+            ]
+            unqueued |= {t.job_id for t in chunk}
+    accepted = [r.item for r in registered if r.item.job_id not in unqueued]
     if not accepted:
         raise failures[0].error  # e.g. reports or the broker is down: 503, nothing to list
     failed = [_rejection(f.index, f.filename, f.error) for f in failures]
@@ -135,11 +148,11 @@ async def _register(
     batch_id: str,
     idempotency_key: str | None,
     request_id: str,
-) -> BatchItemAccepted | _Failed:
+) -> _Registered | _Failed:
     assert item.image is not None
     async with gate:
         try:
-            submitted = await submit_job(
+            submitted, task = await register_job(
                 context,
                 principal=principal,
                 image=item.image,
@@ -152,7 +165,8 @@ async def _register(
             )
         except DomainError as exc:
             return _Failed(item.index, item.filename, exc)
-    return BatchItemAccepted(index=item.index, filename=item.filename, job_id=submitted.job.job_id)
+    accepted = BatchItemAccepted(index=item.index, filename=item.filename, job_id=submitted.job.job_id)
+    return _Registered(accepted, task)
 
 
 def _rejection(index: int, filename: str | None, error: DomainError | None) -> BatchItemRejected:
@@ -162,6 +176,14 @@ def _rejection(index: int, filename: str | None, error: DomainError | None) -> B
         filename=filename,
         error=ErrorDetail(code=error.code, message=error.message, details=error.details),
     )
+
+
+@dataclass(frozen=True)
+class _Registered:
+    """A good image registered as a job, and its task when the job is new (None on a replay)."""
+
+    item: BatchItemAccepted
+    task: InferenceTask | None
 
 
 @dataclass(frozen=True)

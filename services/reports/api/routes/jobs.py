@@ -7,11 +7,18 @@ from typing import Annotated
 from fastapi import Path, Response, status
 
 from contracts.jobs import JobCreate
-from contracts.reports import JobFailure, JobView
+from contracts.reports import JobFailure, JobsRunning, JobView
 from services.reports.api.checks import check_job_id, check_lengths, check_tenant
 from services.reports.api.deps import SessionDep, TenantDep, internal_router
 from services.reports.api.views import job_view
-from services.reports.db.jobs import create_job, get_job, get_job_image, mark_failed, mark_running
+from services.reports.db.jobs import (
+    create_job,
+    get_job,
+    get_job_image,
+    mark_failed,
+    mark_many_running,
+    mark_running,
+)
 from services.reports.db.reports import get_heatmap
 from services.reports.domain.payloads import decode_image
 
@@ -73,6 +80,13 @@ def read_job_image(job_id: JobId, tenant: TenantDep, session: SessionDep) -> Res
 def read_job_heatmap(job_id: JobId, tenant: TenantDep, session: SessionDep) -> Response:
     """The class-activation heatmap; 404 heatmap.not_found when the job has none."""
     return Response(content=get_heatmap(session, tenant, job_id), media_type="image/png", headers=_PRIVATE)
+
+
+@router.post("/internal/v1/jobs/running")
+def jobs_running(body: JobsRunning, tenant: TenantDep, session: SessionDep) -> dict[str, int]:
+    """A worker's micro-batch started: each queued job among them becomes running (one UPDATE);
+    unknown ids, other tenants' jobs and jobs past queued are left as they are."""
+    return {"changed": mark_many_running(session, tenant, body.job_ids)}
 
 
 @router.post("/internal/v1/jobs/{job_id}/running")

@@ -8,9 +8,17 @@ from typing import Annotated
 from fastapi import Path, Query
 
 from contracts.bundle import TriageLevel
+from contracts.errors import DomainError, ErrorDetail
 from contracts.jobs import JobStatus
 from contracts.ood import OodDecision
-from contracts.reports import JobView, ReportPage, ReportUpsert
+from contracts.reports import (
+    JobView,
+    ReportPage,
+    ReportUpsert,
+    ReportUpsertBatch,
+    ReportUpsertBatchResult,
+    ReportUpsertOutcome,
+)
 from contracts.text import NO_CONTROL_CHARACTERS, IsoDatetime
 from services.reports.api.checks import check_job_id, check_tenant
 from services.reports.api.deps import SessionDep, TenantDep, internal_router
@@ -48,6 +56,25 @@ def put_report(
     check_job_id(body.job_id, job_id)
     heatmap = check_report(body)
     return job_view(upsert_report(session, tenant, body, heatmap))
+
+
+@router.put("/internal/v1/reports")
+def put_reports(body: ReportUpsertBatch, tenant: TenantDep, session: SessionDep) -> ReportUpsertBatchResult:
+    """Store several jobs' results (a worker's micro-batch), each as `PUT /internal/v1/reports/{id}`
+    would: one that would be refused there (other tenant, unknown job, invalid report) gets that
+    error in its place, and the others are stored all the same."""
+    results = []
+    for report in body.reports:
+        try:
+            check_tenant(report.tenant_id, tenant)
+            job = upsert_report(session, tenant, report, check_report(report))
+        except DomainError as exc:
+            session.rollback()
+            error = ErrorDetail(code=exc.code, message=exc.message, details=exc.details)
+            results.append(ReportUpsertOutcome(job_id=report.job_id, error=error))
+            continue
+        results.append(ReportUpsertOutcome(job_id=report.job_id, status=JobStatus(job.status)))
+    return ReportUpsertBatchResult(results=results)
 
 
 @router.get("/internal/v1/reports")

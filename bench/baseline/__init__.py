@@ -1,0 +1,1 @@
+"""The baseline SkinTriage's fleet is measured against (bench/baseline/README.md)."""

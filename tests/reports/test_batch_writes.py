@@ -1,0 +1,75 @@
+"""The worker's micro-batch writes: `POST /internal/v1/jobs/running` and `PUT /internal/v1/reports`,
+each item handled as its single-job route would, a refused item answered in its place (both
+backends)."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from contracts.reports import MAX_REPORT_BATCH
+from tests.reports.factories import job_body, report_body, tenant_headers
+
+JOBS = "/internal/v1/jobs"
+
+
+def _create(client: TestClient, tenant: str, job_id: str) -> None:
+    response = client.post(JOBS, json=job_body(tenant, job_id=job_id), headers=tenant_headers(tenant))
+    assert response.status_code == 201, response.text
+
+
+def _status(client: TestClient, tenant: str, job_id: str) -> str:
+    status: str = client.get(f"{JOBS}/{job_id}", headers=tenant_headers(tenant)).json()["status"]
+    return status
+
+
+def test_jobs_running_moves_only_the_tenants_queued_jobs(
+    client: TestClient, tenant: str, other_tenant: str
+) -> None:
+    for job_id in ("j1", "j2", "j3"):
+        _create(client, tenant, job_id)
+    _create(client, other_tenant, "theirs")
+    client.put("/internal/v1/reports/j3", json=report_body(tenant, "j3"), headers=tenant_headers(tenant))
+
+    response = client.post(
+        f"{JOBS}/running",
+        json={"job_ids": ["j1", "j2", "j3", "theirs", "nope"]},
+        headers=tenant_headers(tenant),
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {"changed": 2}
+    assert [_status(client, tenant, j) for j in ("j1", "j2", "j3")] == ["running", "running", "done"]
+    assert _status(client, other_tenant, "theirs") == "queued"
+
+
+def test_put_reports_stores_each_report_and_refuses_the_bad_ones_alone(
+    client: TestClient, tenant: str, other_tenant: str
+) -> None:
+    for job_id in ("j1", "j2"):
+        _create(client, tenant, job_id)
+    reports = [
+        report_body(tenant, "j1"),
+        report_body(tenant, "missing"),
+        report_body(other_tenant, "j2"),  # another tenant's body under this tenant's header
+        report_body(tenant, "j2", status="rejected", decision="rejected_ood") | {"prediction": None},
+    ]
+
+    response = client.put("/internal/v1/reports", json={"reports": reports}, headers=tenant_headers(tenant))
+
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["job_id"] for r in results] == ["j1", "missing", "j2", "j2"]
+    assert results[0] == {"job_id": "j1", "status": "done", "error": None}
+    assert results[1]["error"]["code"] == "job.not_found"
+    assert results[2]["error"]["code"] == "request.tenant_mismatch"
+    assert results[3]["status"] == "rejected"
+    assert _status(client, tenant, "j1") == "done"
+    assert _status(client, tenant, "j2") == "rejected"
+
+
+def test_put_reports_refuses_an_empty_or_oversized_batch(client: TestClient, tenant: str) -> None:
+    headers = tenant_headers(tenant)
+    assert client.put("/internal/v1/reports", json={"reports": []}, headers=headers).status_code == 422
+    too_many = [report_body(tenant, f"j{i}") for i in range(MAX_REPORT_BATCH + 1)]
+    assert client.put("/internal/v1/reports", json={"reports": too_many}, headers=headers).status_code == 422
+    assert client.post(f"{JOBS}/running", json={"job_ids": []}, headers=headers).status_code == 422
