@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass
 
 from model_bundle.predictor import Predictor
+from services.inference.adapters.finish_notifier import FinishNotifier, finish_notifier
 from services.inference.adapters.ood_client import HttpOodClient
 from services.inference.adapters.reports_client import HttpReportsClient
 from services.inference.config import Settings, get_settings
@@ -23,11 +24,13 @@ class WorkerResources:
     predictor: Predictor
     ood: HttpOodClient
     reports: HttpReportsClient
+    finished: FinishNotifier
 
     def close(self) -> None:
-        """Release the HTTP connection pools."""
+        """Release the HTTP connection pools and the notifier's connection."""
         self.ood.close()
         self.reports.close()
+        self.finished.close()
 
 
 def build_resources(settings: Settings) -> WorkerResources:
@@ -38,6 +41,7 @@ def build_resources(settings: Settings) -> WorkerResources:
         predictor=predictor,
         ood=HttpOodClient(settings.ood_url, token, settings.http_timeout_seconds),
         reports=HttpReportsClient(settings.reports_url, token, settings.http_timeout_seconds),
+        finished=finish_notifier(settings.broker_url),
     )
     ref = predictor.model_ref
     log.info(

@@ -19,7 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from pydantic import ValidationError
 
 from contracts.errors import DomainError
-from contracts.jobs import InferenceChunk, InferenceTask
+from contracts.jobs import InferenceChunk, InferenceTask, JobStatus
 from contracts.reports import JobFailure
 from contracts.tasks import (
     INFERENCE_CHUNK_TASK_NAME,
@@ -28,6 +28,7 @@ from contracts.tasks import (
     REQUEST_ID_TASK_HEADER,
 )
 from services.common.request_id import bound_request_id, is_well_formed, new_request_id
+from services.inference.adapters.finish_notifier import finished
 from services.inference.celery_app import celery_app, settings
 from services.inference.domain.errors import PayloadInvalidError, TransientError
 from services.inference.domain.pipeline import run_chunk, run_job
@@ -145,6 +146,8 @@ class PredictTask(Task):  # type: ignore[misc]  # celery ships no type hints
                 get_resources().reports.fail_job(failure, request_id=request_id)
             except Exception:
                 log.exception("task.failure_not_recorded", extra={"job_id": job_id, "error_code": code})
+                return
+            get_resources().finished.notify([finished(job_id, tenant_id, JobStatus.failed)])
 
 
 @celery_app.task(  # type: ignore[untyped-decorator]  # celery ships no type hints
@@ -170,6 +173,7 @@ def predict(self: PredictTask, payload: dict[str, Any]) -> dict[str, str]:
         )
         resources = get_resources()
         report = run_job(job, resources.predictor, resources.ood, resources.reports)
+        resources.finished.notify([finished(job.job_id, job.tenant_id, report.status)])
         log.info(
             "task.done",
             extra={
@@ -229,12 +233,16 @@ class PredictChunkTask(PredictTask):
             )
             if not jobs:
                 log.error("task.failure_unreportable", extra={"task_id": task_id, "error_code": code})
+            recorded = []
             for job_id, tenant_id in jobs:
                 failure = JobFailure(job_id=job_id, tenant_id=tenant_id, error_code=code, message=message)
                 try:
                     get_resources().reports.fail_job(failure, request_id=request_id)
                 except Exception:
                     log.exception("task.failure_not_recorded", extra={"job_id": job_id, "error_code": code})
+                    continue
+                recorded.append(finished(job_id, tenant_id, JobStatus.failed))
+            get_resources().finished.notify(recorded)
 
 
 @celery_app.task(  # type: ignore[untyped-decorator]  # celery ships no type hints
@@ -256,6 +264,7 @@ def predict_chunk(self: PredictChunkTask, payload: dict[str, Any]) -> dict[str, 
     with bound_request_id(request_id):
         resources = get_resources()
         outcomes = run_chunk(tasks, resources.predictor, resources.ood, resources.reports)
+        resources.finished.notify([finished(o.job_id, tasks[0].tenant_id, o.status) for o in outcomes])
         statuses = Counter(outcome.status.value for outcome in outcomes)
         log.info(
             "task.chunk_done",

@@ -15,6 +15,7 @@ from starlette.types import Scope
 from contracts.reports import DISCLAIMER
 from services.common.json_logging import JsonFormatter, configure_logging
 from services.common.request_context import RequestContextMiddleware
+from services.gateway.adapters.finish_listener import FinishListener, finish_listener
 from services.gateway.adapters.reports_client import ReportsClient
 from services.gateway.adapters.task_publisher import CeleryTaskPublisher, TaskPublisher
 from services.gateway.api.body_limit import BodyLimitMiddleware
@@ -59,8 +60,15 @@ class DashboardFiles(StaticFiles):
         return response
 
 
-def create_app(settings: Settings | None = None, *, publisher: TaskPublisher | None = None) -> FastAPI:
-    """Build the app. `publisher` replaces the Celery publisher (tests pass an in-memory one)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    publisher: TaskPublisher | None = None,
+    listener: FinishListener | None = None,
+) -> FastAPI:
+    """Build the app. `publisher` replaces the Celery publisher (tests pass an in-memory one);
+    `listener` the job-finished listener of the broker (a test with an in-memory broker passes one
+    on a real Redis)."""
     settings = settings or get_settings()
     configure_logging(JsonFormatter("gateway", fields=LOG_FIELDS))
     metrics = Metrics()
@@ -73,6 +81,9 @@ def create_app(settings: Settings | None = None, *, publisher: TaskPublisher | N
             settings.reports_timeout_seconds,
         )
         task_publisher = publisher or CeleryTaskPublisher.from_broker_url(settings.broker_url)
+        finished = listener if listener is not None else finish_listener(settings.broker_url)
+        if finished is not None:
+            await finished.start()
         app.state.context = GatewayContext(
             reports=reports_client,
             publisher=task_publisher,
@@ -86,12 +97,15 @@ def create_app(settings: Settings | None = None, *, publisher: TaskPublisher | N
                 retry_after_seconds=settings.queue_full_retry_after_seconds,
                 cache_seconds=settings.queue_depth_cache_seconds,
             ),
+            finish_listener=finished,
         )
         try:
             yield
         finally:
             await reports_client.aclose()
             task_publisher.close()
+            if finished is not None:
+                await finished.close()
 
     app = FastAPI(
         title="SkinTriage gateway",

@@ -14,6 +14,7 @@ from contracts.jobs import ImageMetadata
 from services.common.errors import RequestInvalidError, validation_details
 from services.common.internal_auth import token_matches
 from services.common.request_id import request_id_of
+from services.gateway.adapters.finish_listener import FinishListener
 from services.gateway.adapters.reports_client import ReportsClient
 from services.gateway.adapters.task_publisher import TaskPublisher
 from services.gateway.api.metrics import Metrics
@@ -41,6 +42,7 @@ class GatewayContext:
     decode_slots: CapacityLimiter  # worker threads that may decode images at the same time
     rate_limiter: TenantRateLimiter
     queue_guard: QueueDepthGuard
+    finish_listener: FinishListener | None = None  # None: no pub/sub on this broker, waits poll
 
     async def admit(self, tenant_id: str, images: int) -> None:
         """Refuse new work (429 `rate.limited`, 503 `queue.full`) before anything is registered."""

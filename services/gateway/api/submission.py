@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from contracts.errors import DomainError
 from contracts.jobs import ImageMetadata, InferenceTask, JobCreate, JobStatus, StoredImage
 from contracts.reports import JobFailure, JobView
+from services.gateway.adapters.finish_listener import FinishListener
 from services.gateway.adapters.reports_client import ReportsClient
 from services.gateway.api.deps import GatewayContext
 from services.gateway.domain.auth import Principal
@@ -22,6 +24,9 @@ logger = logging.getLogger(__name__)
 FINISHED = frozenset({JobStatus.done, JobStatus.rejected, JobStatus.failed})
 _FIRST_POLL_SECONDS = 0.05
 _MAX_POLL_SECONDS = 1.0
+# With notifications, a read this often anyway: a notification lost while the listener was
+# reconnecting delays the answer by at most this much.
+_FALLBACK_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -163,27 +168,56 @@ async def _record_unqueued(reports: ReportsClient, job_id: str, tenant_id: str, 
 
 
 async def wait_for_finish(
-    reports: ReportsClient, *, job: JobView, tenant_id: str, seconds: int, request_id: str
+    reports: ReportsClient,
+    *,
+    job: JobView,
+    tenant_id: str,
+    seconds: int,
+    request_id: str,
+    listener: FinishListener | None = None,
 ) -> JobView | None:
-    """Poll reports until the job is done/rejected/failed or `seconds` pass; None on timeout.
+    """Wait until the job is done/rejected/failed or `seconds` pass; None on timeout.
 
-    The job is already accepted, so a failing poll ends the wait instead of failing the request.
+    With a connected `listener` the wait is woken by the job's finished notification and reads
+    the job once (plus a read every `_FALLBACK_POLL_SECONDS`, in case a notification was lost);
+    without one it polls reports (50 ms, doubling to 1 s). The job is already accepted, so a
+    failing read ends the wait instead of failing the request.
     """
     if job.status in FINISHED:
         return job
     deadline = time.monotonic() + seconds
+    if listener is None or not listener.connected:
+        return await _poll_until_finished(reports, job, tenant_id, deadline, request_id)
+    with listener.waiting(job.job_id) as event:
+        while (remaining := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(_FALLBACK_POLL_SECONDS, remaining))
+            event.clear()
+            current = await _read(reports, job.job_id, tenant_id, request_id)
+            if current is None or current.status in FINISHED:
+                return current
+    return None
+
+
+async def _poll_until_finished(
+    reports: ReportsClient, job: JobView, tenant_id: str, deadline: float, request_id: str
+) -> JobView | None:
     delay = _FIRST_POLL_SECONDS
     while (remaining := deadline - time.monotonic()) > 0:
         await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, _MAX_POLL_SECONDS)
-        try:
-            current = await reports.get_job(tenant_id, job.job_id, request_id=request_id)
-        except DomainError as exc:
-            logger.warning(
-                "wait poll failed",
-                extra={"request_id": request_id, "job_id": job.job_id, "error_code": exc.code},
-            )
-            return None
-        if current.status in FINISHED:
+        current = await _read(reports, job.job_id, tenant_id, request_id)
+        if current is None or current.status in FINISHED:
             return current
     return None
+
+
+async def _read(reports: ReportsClient, job_id: str, tenant_id: str, request_id: str) -> JobView | None:
+    """The job now; None (and a warning) when reports cannot say."""
+    try:
+        return await reports.get_job(tenant_id, job_id, request_id=request_id)
+    except DomainError as exc:
+        logger.warning(
+            "wait poll failed", extra={"request_id": request_id, "job_id": job_id, "error_code": exc.code}
+        )
+        return None

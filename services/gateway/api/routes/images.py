@@ -87,7 +87,12 @@ async def submit_image(
     if wait > 0:
         response.headers["Preference-Applied"] = f"wait={wait}"
         finished = await wait_for_finish(
-            context.reports, job=job, tenant_id=principal.tenant_id, seconds=wait, request_id=request_id
+            context.reports,
+            job=job,
+            tenant_id=principal.tenant_id,
+            seconds=wait,
+            request_id=request_id,
+            listener=context.finish_listener,
         )
         if finished is not None:
             response.status_code = 200

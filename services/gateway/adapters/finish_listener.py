@@ -1,0 +1,94 @@
+"""Wakes `Prefer: wait` requests when their job finishes: one Redis subscription per gateway process
+to `contracts.notifications.JOB_FINISHED_CHANNEL`, fanned out in memory to the requests waiting on
+each job. A broker without pub/sub (the embedded SQLite one) has no listener and waits poll."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from contracts.notifications import JOB_FINISHED_CHANNEL, JobFinished, notifies_over
+
+logger = logging.getLogger(__name__)
+_RECONNECT_FIRST_S, _RECONNECT_MAX_S = 0.5, 10.0
+
+
+class FinishListener:
+    """Subscribes in the background (`start`), reconnecting with backoff after a lost connection;
+    `connected` says whether notifications are arriving now (waiters fall back to polling if not)."""
+
+    def __init__(self, url: str) -> None:
+        self._redis = aioredis.Redis.from_url(url)
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self.connected = False
+
+    async def start(self, ready_timeout_s: float = 2.0) -> None:
+        """Start listening; waits briefly for the subscription so the first requests use it."""
+        self._task = asyncio.create_task(self._run(), name="finish-listener")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), ready_timeout_s)
+
+    async def close(self) -> None:
+        """Stop listening and close the connection."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._redis.aclose()
+
+    @contextlib.contextmanager
+    def waiting(self, job_id: str) -> Iterator[asyncio.Event]:
+        """An event set when `job_id`'s notification arrives, for the duration of the block."""
+        event = asyncio.Event()
+        self._waiters.setdefault(job_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            waiters = self._waiters.get(job_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._waiters[job_id]
+
+    def deliver(self, data: bytes | str) -> None:
+        """Wake every waiter of the job a message names (malformed messages are ignored)."""
+        try:
+            message = JobFinished.model_validate_json(data)
+        except ValidationError:
+            logger.warning("job-finished message ignored: not a JobFinished")
+            return
+        for event in self._waiters.get(message.job_id, ()):
+            event.set()
+
+    async def _run(self) -> None:
+        delay = _RECONNECT_FIRST_S
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(JOB_FINISHED_CHANNEL)
+                self.connected, delay = True, _RECONNECT_FIRST_S
+                self._subscribed.set()
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self.deliver(message["data"])
+            except (RedisError, OSError) as exc:
+                logger.warning("job-finished subscription lost", extra={"error": type(exc).__name__})
+            finally:
+                self.connected = False
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RECONNECT_MAX_S)
+
+
+def finish_listener(broker_url: str) -> FinishListener | None:
+    """The listener for a Redis broker; None for one without pub/sub."""
+    return FinishListener(broker_url) if notifies_over(broker_url) else None

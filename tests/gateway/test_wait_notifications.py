@@ -1,0 +1,116 @@
+"""`Prefer: wait` woken by the worker's job-finished notification (Redis pub/sub, a real server)
+instead of polling reports: one read of the job when it finishes; polling when there is no
+listener, and a fallback read when a notification never comes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import redis
+
+from contracts.jobs import InferenceTask
+from contracts.notifications import JOB_FINISHED_CHANNEL, JobFinished, notifies_over
+from services.gateway.adapters.finish_listener import FinishListener, finish_listener
+from services.gateway.api.app import create_app
+from tests.gateway import samples
+from tests.gateway.conftest import make_settings
+from tests.gateway.fakes import KEY_A, FakeReports, InMemoryPublisher
+
+FINISH_AFTER_S = 0.4  # long enough for a polling wait to read the job several times first
+
+
+class FinishingWorker(InMemoryPublisher):
+    """Queues like the in-memory publisher; a moment later "finishes" the job in reports and, when
+    given a Redis URL, publishes its notification as the worker does."""
+
+    def __init__(self, reports: FakeReports, redis_url: str | None) -> None:
+        super().__init__()
+        self.reports = reports
+        self.redis = redis.Redis.from_url(redis_url) if redis_url else None
+        self.background: list[asyncio.Task[None]] = []
+
+    async def publish(self, task: InferenceTask) -> None:
+        await super().publish(task)
+        self.background.append(asyncio.create_task(self._finish(task)))
+
+    async def _finish(self, task: InferenceTask) -> None:
+        await asyncio.sleep(FINISH_AFTER_S)
+        self.reports.jobs[task.job_id]["status"] = "done"
+        if self.redis is not None:
+            message = JobFinished(job_id=task.job_id, tenant_id=task.tenant_id, status="done")
+            self.redis.publish(JOB_FINISHED_CHANNEL, message.model_dump_json())
+
+
+async def _gateway(
+    publisher: InMemoryPublisher, listener: FinishListener | None
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(make_settings(), publisher=publisher, listener=listener)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {KEY_A}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test", headers=headers) as http:
+            yield http
+
+
+async def _submit_and_wait(http: httpx.AsyncClient) -> httpx.Response:
+    files = {"file": ("one.jpg", samples.jpeg(), "image/jpeg")}
+    return await http.post("/v1/images", files=files, headers={"Prefer": "wait=5"})
+
+
+async def test_a_notified_wait_reads_the_job_once(redis_url: str, reports: FakeReports) -> None:
+    worker = FinishingWorker(reports, redis_url)
+    async for http in _gateway(worker, FinishListener(redis_url)):
+        response = await _submit_and_wait(http)
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "done"
+    assert reports.reads == {response.json()["job_id"]: 1}
+
+
+async def test_without_a_listener_the_wait_polls(reports: FakeReports) -> None:
+    worker = FinishingWorker(reports, None)
+    async for http in _gateway(worker, None):
+        response = await _submit_and_wait(http)
+
+    assert response.status_code == 200
+    assert reports.reads[response.json()["job_id"]] >= 3  # 50, 100, 200, ... ms
+
+
+async def test_a_lost_notification_is_covered_by_the_fallback_read(
+    redis_url: str, reports: FakeReports
+) -> None:
+    worker = FinishingWorker(reports, None)  # finishes the job but never notifies
+    async for http in _gateway(worker, FinishListener(redis_url)):
+        response = await _submit_and_wait(http)
+
+    assert response.status_code == 200
+    assert reports.reads[response.json()["job_id"]] == 1  # the 1 s fallback read found it done
+
+
+async def test_the_listener_wakes_only_the_named_jobs_waiters_and_ignores_junk(redis_url: str) -> None:
+    listener = FinishListener(redis_url)
+    await listener.start()
+    publisher = redis.Redis.from_url(redis_url)
+    mine, other = uuid.uuid4().hex, uuid.uuid4().hex
+    try:
+        assert listener.connected
+        with listener.waiting(mine) as my_event, listener.waiting(other) as other_event:
+            publisher.publish(JOB_FINISHED_CHANNEL, b"not json")
+            publisher.publish(
+                JOB_FINISHED_CHANNEL,
+                JobFinished(job_id=mine, tenant_id="t", status="failed").model_dump_json(),
+            )
+            await asyncio.wait_for(my_event.wait(), 5)
+            assert not other_event.is_set()
+    finally:
+        await listener.close()
+        publisher.close()
+
+
+def test_only_a_redis_broker_gets_a_listener() -> None:
+    assert notifies_over("redis://cache:6379/0") and notifies_over("rediss://cache:6380/0")
+    assert finish_listener("sqla+sqlite:///var/celery-broker.db") is None
+    assert finish_listener("memory://") is None
