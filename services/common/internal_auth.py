@@ -40,9 +40,9 @@ def token_matches(presented: str | None, expected: SecretStr) -> bool:
     return hmac.compare_digest(presented.encode(), expected.get_secret_value().encode())
 
 
-def internal_token_guard(get_settings: Callable[[], HasInternalToken]) -> Callable[..., None]:
-    """The FastAPI dependency that admits only callers sending the token of `get_settings()`
-    (a service's cached settings dependency, so tests can override it)."""
+def internal_token_guard(get_settings: Callable[..., HasInternalToken]) -> Callable[..., None]:
+    """The FastAPI dependency that admits only callers sending the token of the settings
+    `get_settings` answers (a service's settings dependency: `request_settings`)."""
 
     def require_internal_token(
         settings: Annotated[HasInternalToken, Depends(get_settings)],

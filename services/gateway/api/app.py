@@ -13,6 +13,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from contracts.reports import DISCLAIMER
+from services.common.app_settings import install_settings
 from services.common.json_logging import JsonFormatter, configure_logging
 from services.common.request_context import RequestContextMiddleware
 from services.gateway.adapters.finish_listener import FinishListener, finish_listener
@@ -33,7 +34,7 @@ _FORM_OVERHEAD_BYTES = 64 * 1024
 _DEFAULT_BODY_BYTES = 64 * 1024
 
 # The gateway's own `extra=` log fields, beside services.common.json_logging.COMMON_FIELDS.
-LOG_FIELDS = ("upstream_method", "upstream_path", "upstream_status", "contract", "errors")
+LOG_FIELDS = ("upstream_method", "upstream_path", "upstream_status", "contract", "errors", "jobs")
 
 DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "dashboard"
 # The dashboard loads nothing from elsewhere: its own files, blob: URLs of images it fetched with
@@ -114,7 +115,7 @@ def create_app(
         description=DISCLAIMER,
         lifespan=lifespan,
     )
-    app.dependency_overrides[get_settings] = lambda: settings
+    install_settings(app, settings)
     install_error_handlers(app, metrics)
     for module in (images, batches, jobs, reports, health):
         app.include_router(module.router)

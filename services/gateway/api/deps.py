@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
 from contracts.jobs import ImageMetadata
+from services.common.app_settings import app_settings
 from services.common.errors import RequestInvalidError, validation_details
 from services.common.internal_auth import token_matches
 from services.common.request_id import request_id_of
@@ -18,7 +19,7 @@ from services.gateway.adapters.finish_listener import FinishListener
 from services.gateway.adapters.reports_client import ReportsClient
 from services.gateway.adapters.task_publisher import TaskPublisher
 from services.gateway.api.metrics import Metrics
-from services.gateway.config import Settings, get_settings
+from services.gateway.config import Settings
 from services.gateway.domain.admission import QueueDepthGuard, TenantRateLimiter
 from services.gateway.domain.auth import ApiKeyCache, Principal
 from services.gateway.domain.batch import BatchLimits
@@ -68,7 +69,14 @@ bearer_scheme = HTTPBearer(
     auto_error=False, scheme_name="ApiKey", description="`Authorization: Bearer <API key>`"
 )
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+def request_settings(request: Request) -> Settings:
+    """The gateway's settings (installed by create_app)."""
+    settings: Settings = app_settings(request)
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(request_settings)]
 ContextDep = Annotated[GatewayContext, Depends(get_context)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]

@@ -29,6 +29,7 @@ from contracts.ood import (
 )
 from contracts.reports import ModelRef
 from model_bundle.loader import load_manifest
+from services.common.app_settings import app_settings, install_settings
 from services.common.errors import error_responses, install_error_handlers
 from services.common.internal_auth import internal_token_guard
 from services.common.json_logging import JsonFormatter, configure_logging
@@ -55,7 +56,14 @@ LOG_FIELDS = (
     "tenants_with_own_acceptance",
 )
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+def request_settings(request: Request) -> Settings:
+    """The OOD service's settings (installed by create_app)."""
+    settings: Settings = app_settings(request)
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(request_settings)]
 
 
 class Health(BaseModel):
@@ -93,7 +101,7 @@ DetectorDep = Annotated[Detector | None, Depends(get_detector)]
 
 
 # Only SkinTriage's services, which share the internal token, may score.
-require_internal_token = internal_token_guard(get_settings)
+require_internal_token = internal_token_guard(request_settings)
 router = APIRouter()
 
 
@@ -203,7 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="SkinTriage OOD", version="1.0.0", lifespan=lifespan)
     app.state.manifest = None
     app.state.detector = None
-    app.dependency_overrides[get_settings] = lambda: resolved
+    install_settings(app, resolved)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, service="ood")
     app.include_router(router)

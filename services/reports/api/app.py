@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from services.common.app_settings import install_settings
 from services.common.errors import install_error_handlers
 from services.common.json_logging import JsonFormatter, configure_logging
 from services.common.request_context import RequestContextMiddleware
@@ -31,8 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine.dispose()
 
     app = FastAPI(title="SkinTriage reports (internal)", version="1.0.0", lifespan=lifespan)
-    if settings is not None:
-        app.dependency_overrides[get_settings] = lambda: resolved
+    install_settings(app, resolved)
+    app.state.known_tenants = set()  # tenant ids seen to exist (api/deps.py tenant_id)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, service="reports")
 
