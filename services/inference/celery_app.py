@@ -92,15 +92,27 @@ settings = get_settings()
 celery_app = create_celery_app(settings)
 
 
+# Celery's own per-task INFO lines ("received", "succeeded"): the task's `task.done` line (with
+# its timings) is the one line per job on the hot path. Their warnings and errors still show.
+_PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
+def _configure_worker_logging() -> None:
+    configure_logging(WorkerJsonFormatter(), settings.log_level)
+    if logging.getLevelName(settings.log_level.upper()) != logging.DEBUG:
+        for name in _PER_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _on_setup_logging(**_: Any) -> None:
     # Connecting this signal stops Celery from installing its own text log format.
-    configure_logging(WorkerJsonFormatter(), settings.log_level)
+    _configure_worker_logging()
 
 
 def _on_worker_init(**_: Any) -> None:
     # Celery logs and swallows an Exception from a signal handler, which would leave a worker
     # consuming tasks it cannot run; SystemExit is not swallowed, so the worker refuses to start.
-    configure_logging(WorkerJsonFormatter(), settings.log_level)
+    _configure_worker_logging()
     try:
         load_manifest(settings.bundle_dir)
     except Exception as exc:
@@ -111,7 +123,7 @@ def _on_worker_init(**_: Any) -> None:
 
 
 def _on_worker_process_init(**_: Any) -> None:
-    configure_logging(WorkerJsonFormatter(), settings.log_level)
+    _configure_worker_logging()
     try:
         init_resources(settings)
     except Exception as exc:

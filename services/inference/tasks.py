@@ -167,10 +167,6 @@ def predict(self: PredictTask, payload: dict[str, Any]) -> dict[str, str]:
     if request_id != job.request_id:
         job = job.model_copy(update={"request_id": request_id})
     with bound_request_id(request_id):
-        log.info(
-            "task.start",
-            extra={"job_id": job.job_id, "tenant_id": job.tenant_id, "attempt": self.request.retries},
-        )
         resources = get_resources()
         report = run_job(job, resources.predictor, resources.ood, resources.reports)
         resources.finished.notify([finished(job.job_id, job.tenant_id, report.status)])
@@ -178,6 +174,8 @@ def predict(self: PredictTask, payload: dict[str, Any]) -> dict[str, str]:
             "task.done",
             extra={
                 "job_id": job.job_id,
+                "tenant_id": job.tenant_id,
+                "attempt": self.request.retries,
                 "status": report.status.value,
                 "decision": report.ood.decision.value if report.ood else None,
                 "timings_ms": report.timings_ms,
