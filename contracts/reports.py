@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from contracts.bundle import TriageLevel
 from contracts.errors import ErrorDetail
-from contracts.jobs import ClinicalField, ImageMetadata, JobStatus
+from contracts.jobs import ClinicalField, ImageMetadata, JobCreate, JobStatus
 from contracts.ood import OodScoreResponse
 
 DISCLAIMER = (
@@ -113,6 +113,28 @@ class ReportUpsertBatchResult(BaseModel):
     """One outcome per report, in the request's order."""
 
     results: list[ReportUpsertOutcome]
+
+
+class JobCreateBatch(BaseModel):
+    """Gateway -> reports: several jobs of one batch registered in one call, each as
+    `POST /internal/v1/jobs` would register it."""
+
+    jobs: list[JobCreate] = Field(min_length=1, max_length=MAX_REPORT_BATCH)
+
+
+class JobCreateOutcome(BaseModel):
+    """One registration's outcome: the job (and whether it was an idempotent replay of an earlier
+    one), or the error the single route would have answered for it."""
+
+    job: JobView | None = None
+    replayed: bool = False
+    error: ErrorDetail | None = None
+
+
+class JobCreateBatchResult(BaseModel):
+    """One outcome per job, in the request's order."""
+
+    results: list[JobCreateOutcome]
 
 
 class JobsRunning(BaseModel):

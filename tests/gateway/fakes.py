@@ -75,6 +75,7 @@ class FakeReports:
     finish_after_reads: int | None = None
     reads: dict[str, int] = field(default_factory=dict)
     failed_jobs: list[str] = field(default_factory=list)
+    refuse_job_ids: set[str] = field(default_factory=set)  # the bulk route answers these with an error
 
     def install(self, router: respx.MockRouter) -> None:
         """Route reports' internal API to this fake. Routes are named so that a test can
@@ -82,6 +83,7 @@ class FakeReports:
         router.get("/readyz", name="readyz").mock(return_value=httpx.Response(200, json={"status": "ok"}))
         router.post("/internal/v1/auth/verify", name="verify").mock(side_effect=self._verify)
         router.post("/internal/v1/jobs", name="create_job").mock(side_effect=self._create_job)
+        router.post("/internal/v1/jobs/bulk", name="create_jobs").mock(side_effect=self._create_jobs)
         jobs = "^/internal/v1/jobs/(?P<job_id>[^/]+)"
         router.post(path__regex=f"{jobs}/fail$", name="fail_job").mock(side_effect=self._fail)
         router.get(path__regex=f"{jobs}/image$", name="job_image").mock(side_effect=self._image)
@@ -173,6 +175,22 @@ class FakeReports:
             "created_at": _now(),
         }
         return httpx.Response(201, json=self._view(body["job_id"]))
+
+    def _create_jobs(self, request: httpx.Request) -> httpx.Response:
+        """The bulk route: each job as `_create_job` answers it, an error in its place."""
+        results = []
+        for job in json.loads(request.content)["jobs"]:
+            if job["job_id"] in self.refuse_job_ids:
+                results.append({"error": {"code": "request.invalid", "message": "refused by the test"}})
+                continue
+            single = httpx.Request("POST", request.url, headers=request.headers, json=job)
+            answer = self._create_job(single)
+            if answer.status_code >= 400:
+                results.append({"error": answer.json()["error"]})
+            else:
+                replayed = answer.headers.get("Idempotent-Replay") == "true"
+                results.append({"job": answer.json(), "replayed": replayed})
+        return httpx.Response(200, json={"results": results})
 
     def _owned(self, request: httpx.Request, job_id: str) -> bool:
         tenant_id = self._tenant(request)

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
+from collections.abc import AsyncIterator
 
 import httpx
 
+from services.gateway.api.app import create_app
+from services.gateway.config import Settings
 from tests.gateway import samples
-from tests.gateway.conftest import MAX_UPLOAD_BYTES, error_code
-from tests.gateway.fakes import TENANT_A, FakeReports, InMemoryPublisher
+from tests.gateway.conftest import MAX_UPLOAD_BYTES, error_code, make_settings
+from tests.gateway.fakes import KEY_A, TENANT_A, FakeReports, InMemoryPublisher
+
+
+async def gateway_client(
+    settings: Settings, publisher: InMemoryPublisher
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway with other settings than the `client` fixture's, authenticated as tenant A."""
+    app = create_app(settings, publisher=publisher)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {KEY_A}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test", headers=headers) as http:
+            yield http
 
 
 def files_part(*named: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -283,11 +299,11 @@ async def test_multipart_the_form_parser_refuses_answers_request_malformed(clien
     assert publisher.tasks == []
 
 
-async def test_item_whose_registration_fails_is_listed_as_rejected_and_the_rest_are_queued(
-    client, publisher: InMemoryPublisher, reports: FakeReports, reports_api
+async def test_a_registration_call_that_fails_lists_its_items_as_rejected_and_the_rest_are_queued(
+    publisher: InMemoryPublisher, reports: FakeReports, reports_api
 ):
     calls = {"n": 0}
-    real_create = reports._create_job
+    real_create = reports._create_jobs
 
     def flaky(request: httpx.Request) -> httpx.Response:
         calls["n"] += 1
@@ -295,7 +311,31 @@ async def test_item_whose_registration_fails_is_listed_as_rejected_and_the_rest_
             raise httpx.ConnectError("reports restarted")
         return real_create(request)
 
-    reports_api["create_job"].mock(side_effect=flaky)
+    reports_api["create_jobs"].mock(side_effect=flaky)
+    # One registration call per image, so the second call is the second image.
+    async for client in gateway_client(make_settings(task_chunk_size=1, register_concurrency=1), publisher):
+        response = await client.post(
+            "/v1/batches",
+            files=files_part(("a.jpg", samples.jpeg()), ("b.jpg", samples.jpeg()), ("c.jpg", samples.jpeg())),
+        )
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 2
+    assert [(r["index"], r["error"]["code"]) for r in body["rejected"]] == [(1, "upstream.unavailable")]
+    assert len(publisher.tasks) == 2
+
+
+async def test_an_item_reports_refuses_is_listed_with_its_code_and_the_rest_are_queued(
+    client, publisher: InMemoryPublisher, reports: FakeReports, reports_api
+):
+    real_create = reports._create_jobs
+
+    def refuse_second(request: httpx.Request) -> httpx.Response:
+        reports.refuse_job_ids = {json.loads(request.content)["jobs"][1]["job_id"]}
+        return real_create(request)
+
+    reports_api["create_jobs"].mock(side_effect=refuse_second)
 
     response = await client.post(
         "/v1/batches",
@@ -305,8 +345,8 @@ async def test_item_whose_registration_fails_is_listed_as_rejected_and_the_rest_
     assert response.status_code == 202
     body = response.json()
     assert body["accepted"] == 2
-    assert [r["error"]["code"] for r in body["rejected"]] == ["upstream.unavailable"]
-    assert len(publisher.tasks) == 2
+    assert [(r["index"], r["error"]["code"]) for r in body["rejected"]] == [(1, "request.invalid")]
+    assert sorted(t.job_id for t in publisher.tasks) == sorted(i["job_id"] for i in body["items"])
 
 
 async def test_batch_answers_503_when_no_job_could_be_queued(client, publisher: InMemoryPublisher):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from contracts.reports import MAX_REPORT_BATCH
-from tests.reports.factories import job_body, report_body, tenant_headers
+from tests.reports.factories import job_body, report_body, stored_image, tenant_headers
 
 JOBS = "/internal/v1/jobs"
 
@@ -73,3 +73,37 @@ def test_put_reports_refuses_an_empty_or_oversized_batch(client: TestClient, ten
     too_many = [report_body(tenant, f"j{i}") for i in range(MAX_REPORT_BATCH + 1)]
     assert client.put("/internal/v1/reports", json={"reports": too_many}, headers=headers).status_code == 422
     assert client.post(f"{JOBS}/running", json={"job_ids": []}, headers=headers).status_code == 422
+
+
+def test_bulk_registration_registers_replays_and_refuses_each_job_as_the_single_route_would(
+    client: TestClient, tenant: str, other_tenant: str
+) -> None:
+    first = client.post(
+        JOBS, json=job_body(tenant, job_id="earlier", idempotency_key="k-1"), headers=tenant_headers(tenant)
+    )
+    assert first.status_code == 201
+    jobs = [
+        job_body(tenant, job_id="new-1"),
+        job_body(tenant, job_id="again", idempotency_key="k-1"),  # a replay of `earlier`
+        job_body(other_tenant, job_id="theirs"),  # another tenant's body under this header
+        job_body(tenant, job_id="new-2", image=stored_image() | {"sha256": "0" * 64}),  # bytes do not match
+        job_body(tenant, job_id="new-3"),
+    ]
+
+    response = client.post(f"{JOBS}/bulk", json={"jobs": jobs}, headers=tenant_headers(tenant))
+
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [(r["job"] or {}).get("job_id") for r in results] == ["new-1", "earlier", None, None, "new-3"]
+    assert [r["replayed"] for r in results] == [False, True, False, False, False]
+    assert results[2]["error"]["code"] == "request.tenant_mismatch"
+    assert results[3]["error"]["code"] == "image.invalid"
+    assert [_status(client, tenant, j) for j in ("new-1", "new-3")] == ["queued", "queued"]
+    assert client.get(f"{JOBS}/new-2", headers=tenant_headers(tenant)).status_code == 404
+
+
+def test_bulk_registration_refuses_an_empty_or_oversized_list(client: TestClient, tenant: str) -> None:
+    headers = tenant_headers(tenant)
+    assert client.post(f"{JOBS}/bulk", json={"jobs": []}, headers=headers).status_code == 422
+    too_many = [job_body(tenant) for _ in range(MAX_REPORT_BATCH + 1)]
+    assert client.post(f"{JOBS}/bulk", json={"jobs": too_many}, headers=headers).status_code == 422

@@ -19,7 +19,14 @@ from pydantic import BaseModel, ValidationError
 from contracts.errors import DomainError, ErrorBody
 from contracts.jobs import JobCreate
 from contracts.records import ApiKeyVerifyRequest, ApiKeyVerifyResponse, BatchCreate, BatchView
-from contracts.reports import JobFailure, JobView, ReportPage
+from contracts.reports import (
+    JobCreateBatch,
+    JobCreateBatchResult,
+    JobCreateOutcome,
+    JobFailure,
+    JobView,
+    ReportPage,
+)
 from services.common.internal_auth import INTERNAL_TOKEN_HEADER, InternalTokenInvalidError
 from services.common.request_id import REQUEST_ID_HEADER
 from services.gateway.domain.auth import Principal
@@ -89,6 +96,28 @@ class ReportsClient:
             headers=headers,
         )
         return _parse(JobView, response), _is_replay(response)
+
+    async def create_jobs(
+        self, jobs: list[JobCreate], *, tenant_id: str, request_id: str
+    ) -> list[JobCreateOutcome]:
+        """Register several jobs of one tenant in one call; one outcome per job, in order."""
+        response = await self._send(
+            "POST",
+            "/internal/v1/jobs/bulk",
+            tenant_id=tenant_id,
+            request_id=request_id,
+            json=JobCreateBatch(jobs=jobs).model_dump(mode="json"),
+        )
+        results = _parse(JobCreateBatchResult, response).results
+        # A replay answers the original job (another id), so only the count can be checked.
+        if len(results) != len(jobs):
+            raise UpstreamError(
+                502,
+                "upstream.invalid_response",
+                "reports answered other jobs than it was sent",
+                {"dependency": "reports", "contract": JobCreateBatchResult.__name__},
+            )
+        return results
 
     async def get_job(self, tenant_id: str, job_id: str, *, request_id: str) -> JobView:
         """One job of the tenant (404 for another tenant's)."""

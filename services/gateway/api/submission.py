@@ -64,30 +64,48 @@ async def register_job(
 ) -> tuple[Submitted, InferenceTask | None]:
     """Register the job with reports; the task to queue, or None when reports says it is a replay
     (replays queue nothing)."""
-    job, replayed = await context.reports.create_job(
-        JobCreate(
-            job_id=new_id(),
-            tenant_id=principal.tenant_id,
-            batch_id=batch_id,
-            idempotency_key=idempotency_key,
-            metadata=metadata,
-            image=image,
-            filename=filename,
-        ),
-        request_id=request_id,
-    )
+    registration = job_create(principal, image, metadata, filename, idempotency_key, batch_id)
+    job, replayed = await context.reports.create_job(registration, request_id=request_id)
     if replayed:
         return Submitted(job, replayed=True), None
-    task = InferenceTask(
-        job_id=job.job_id,
+    return Submitted(job, replayed=False), inference_task(
+        job, principal.tenant_id, image, metadata, request_id
+    )
+
+
+def job_create(
+    principal: Principal,
+    image: StoredImage,
+    metadata: ImageMetadata,
+    filename: str | None,
+    idempotency_key: str | None,
+    batch_id: str | None,
+) -> JobCreate:
+    """What reports registers for one validated image (a fresh job id)."""
+    return JobCreate(
+        job_id=new_id(),
         tenant_id=principal.tenant_id,
+        batch_id=batch_id,
+        idempotency_key=idempotency_key,
+        metadata=metadata,
+        image=image,
+        filename=filename,
+    )
+
+
+def inference_task(
+    job: JobView, tenant_id: str, image: StoredImage, metadata: ImageMetadata, request_id: str
+) -> InferenceTask:
+    """The task message of a newly registered job."""
+    return InferenceTask(
+        job_id=job.job_id,
+        tenant_id=tenant_id,
         request_id=request_id,
         image=image,
         submitted_at=datetime.now(UTC),
         # Only what a model may fuse: identifiers (patient_ref, client_ref) stay out of the broker.
         clinical=metadata.clinical(),
     )
-    return Submitted(job, replayed=False), task
 
 
 async def submit_job(

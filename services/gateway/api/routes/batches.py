@@ -25,10 +25,17 @@ from services.gateway.api.deps import (
     SettingsDep,
     batch_limits,
 )
-from services.gateway.api.submission import batch_id_for, chunks, new_id, queue_tasks, register_job
+from services.gateway.api.submission import (
+    batch_id_for,
+    chunks,
+    inference_task,
+    job_create,
+    new_id,
+    queue_tasks,
+)
 from services.gateway.domain.auth import Principal
 from services.gateway.domain.batch import PreparedItem, prepare_batch
-from services.gateway.domain.errors import BatchNoValidItemsError
+from services.gateway.domain.errors import BatchNoValidItemsError, UpstreamError
 
 router = APIRouter(tags=["batches"])
 
@@ -85,15 +92,20 @@ async def submit_batch(
         BatchCreate(batch_id=batch_id, client_ref=metadata.client_ref, total=len(good)),
         request_id=request_id,
     )
-    # Bounded parallelism; every registration runs to its end even if another fails, so a
-    # failure is reported per item and a retry with the same key completes the batch.
+    # Registered in groups, one reports call each, with bounded parallelism; every group runs to
+    # its end even if another fails, so a failure is reported per item and a retry with the same
+    # key completes the batch.
     gate = asyncio.Semaphore(settings.register_concurrency)
-    outcomes = await asyncio.gather(
+    groups = registration_groups(good, settings.task_chunk_size, MAX_REGISTRATION_BYTES)
+    grouped = await asyncio.gather(
         *(
-            _register(gate, context, item, principal, metadata, batch.batch_id, idempotency_key, request_id)
-            for item in good
+            _register_group(
+                gate, context, group, principal, metadata, batch.batch_id, idempotency_key, request_id
+            )
+            for group in groups
         )
     )
+    outcomes = [outcome for group_outcomes in grouped for outcome in group_outcomes]
     registered = [o for o in outcomes if isinstance(o, _Registered)]
     failures = [o for o in outcomes if isinstance(o, _Failed)]
     # The new jobs go to the broker in chunks, each one worker micro-batch (replays queue nothing).
@@ -139,34 +151,70 @@ async def get_batch(
     return await context.reports.get_batch(principal.tenant_id, batch_id, request_id=request_id)
 
 
-async def _register(
+# Base64 image bytes per registration call: a batch of large images is split further, so no
+# request to reports grows without bound (10 MiB uploads re-encode to far less in practice).
+MAX_REGISTRATION_BYTES = 16 * 1024 * 1024
+
+
+def registration_groups(items: list[PreparedItem], max_jobs: int, max_bytes: int) -> list[list[PreparedItem]]:
+    """`items` in order, cut into groups of at most `max_jobs` and `max_bytes` of base64 image
+    (a group always holds at least one item)."""
+    groups: list[list[PreparedItem]] = []
+    size = 0
+    for item in items:
+        assert item.image is not None
+        weight = len(item.image.data_b64)
+        if not groups or len(groups[-1]) >= max_jobs or size + weight > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += weight
+    return groups
+
+
+async def _register_group(
     gate: asyncio.Semaphore,
     context: GatewayContext,
-    item: PreparedItem,
+    items: list[PreparedItem],
     principal: Principal,
     metadata: ImageMetadata,
     batch_id: str,
     idempotency_key: str | None,
     request_id: str,
-) -> _Registered | _Failed:
-    assert item.image is not None
+) -> list[_Registered | _Failed]:
+    """One reports call registers the group; each item is registered, a replay, or refused."""
+    registrations = []
+    for item in items:
+        assert item.image is not None
+        # One key per item, derived from the batch's: a replayed batch replays each job.
+        key = f"{idempotency_key}:{item.index}" if idempotency_key else None
+        registrations.append(job_create(principal, item.image, metadata, item.filename, key, batch_id))
     async with gate:
         try:
-            submitted, task = await register_job(
-                context,
-                principal=principal,
-                image=item.image,
-                metadata=metadata,
-                filename=item.filename,
-                # One key per item, derived from the batch's: a replayed batch replays each job.
-                idempotency_key=f"{idempotency_key}:{item.index}" if idempotency_key else None,
-                batch_id=batch_id,
-                request_id=request_id,
+            results = await context.reports.create_jobs(
+                registrations, tenant_id=principal.tenant_id, request_id=request_id
             )
         except DomainError as exc:
-            return _Failed(item.index, item.filename, exc)
-    accepted = BatchItemAccepted(index=item.index, filename=item.filename, job_id=submitted.job.job_id)
-    return _Registered(accepted, task)
+            return [_Failed(item.index, item.filename, exc) for item in items]
+    outcomes: list[_Registered | _Failed] = []
+    for item, result in zip(items, results, strict=True):
+        if result.job is None:
+            error = result.error or ErrorDetail(code="internal", message="reports registered nothing")
+            outcomes.append(
+                _Failed(
+                    item.index, item.filename, UpstreamError(422, error.code, error.message, error.details)
+                )
+            )
+            continue
+        assert item.image is not None
+        accepted = BatchItemAccepted(index=item.index, filename=item.filename, job_id=result.job.job_id)
+        task = (
+            None
+            if result.replayed
+            else inference_task(result.job, principal.tenant_id, item.image, metadata, request_id)
+        )
+        outcomes.append(_Registered(accepted, task))
+    return outcomes
 
 
 def _rejection(index: int, filename: str | None, error: DomainError | None) -> BatchItemRejected:

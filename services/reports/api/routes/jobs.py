@@ -5,9 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Path, Response, status
+from sqlalchemy.orm import Session
 
+from contracts.errors import DomainError, ErrorDetail
 from contracts.jobs import JobCreate
-from contracts.reports import JobFailure, JobsRunning, JobView
+from contracts.reports import (
+    JobCreateBatch,
+    JobCreateBatchResult,
+    JobCreateOutcome,
+    JobFailure,
+    JobsRunning,
+    JobView,
+)
 from services.reports.api.checks import check_job_id, check_lengths, check_tenant
 from services.reports.api.deps import SessionDep, TenantDep, internal_router
 from services.reports.api.views import job_view
@@ -37,6 +46,15 @@ _MAX_LENGTHS = {"job_id": 64, "batch_id": 64, "idempotency_key": 255, "filename"
 def register_job(body: JobCreate, tenant: TenantDep, session: SessionDep, response: Response) -> JobView:
     """Register a job (201). A repeated idempotency key or job id returns the original job (200,
     `Idempotent-Replay: true`), so the gateway queues nothing twice."""
+    job, replay = _register(body, tenant, session)
+    if replay:
+        response.status_code = status.HTTP_200_OK
+        response.headers[IDEMPOTENT_REPLAY_HEADER] = "true"
+    return job
+
+
+def _register(body: JobCreate, tenant: str, session: Session) -> tuple[JobView, bool]:
+    """The job registered (or found again: a replay, flag True); DomainError when refused."""
     check_tenant(body.tenant_id, tenant)
     check_lengths(
         {
@@ -49,10 +67,25 @@ def register_job(body: JobCreate, tenant: TenantDep, session: SessionDep, respon
     )
     image = decode_image(body.image)
     job, created = create_job(session, tenant, body, image)
-    if not created:
-        response.status_code = status.HTTP_200_OK
-        response.headers[IDEMPOTENT_REPLAY_HEADER] = "true"
-    return job_view(job)
+    return job_view(job), not created
+
+
+@router.post("/internal/v1/jobs/bulk")
+def register_jobs(body: JobCreateBatch, tenant: TenantDep, session: SessionDep) -> JobCreateBatchResult:
+    """Register a batch's jobs in one call (the gateway's batch upload), each exactly as
+    `POST /internal/v1/jobs` would, replays included; one the single route would refuse gets that
+    error in its place and the others are registered all the same."""
+    results = []
+    for job in body.jobs:
+        try:
+            created, replay = _register(job, tenant, session)
+        except DomainError as exc:
+            session.rollback()
+            error = ErrorDetail(code=exc.code, message=exc.message, details=exc.details)
+            results.append(JobCreateOutcome(error=error))
+            continue
+        results.append(JobCreateOutcome(job=created, replayed=replay))
+    return JobCreateBatchResult(results=results)
 
 
 @router.get("/internal/v1/jobs/{job_id}")
