@@ -47,6 +47,7 @@ from bench.pipeline import (
 from bench.process_meter import ProcessMeter
 from model_bundle.loader import load_manifest
 from scripts.run_fleet import usable_cores
+from services.gateway.config import Settings
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
@@ -297,6 +298,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--worker-concurrency", type=int, default=None, help="worker processes (default: as `make run`)"
     )
     parser.add_argument("--ort-threads", type=int, default=1, help="INFERENCE_ORT_THREADS")
+    parser.add_argument(
+        "--task-chunk-size", type=int, default=None, help="GATEWAY_TASK_CHUNK_SIZE (default: the gateway's)"
+    )
     parser.add_argument("--out", type=Path, help="default: bench/results/fleet-<UTC time>.json")
     return parser.parse_args(argv)
 
@@ -319,6 +323,9 @@ def main(argv: list[str] | None = None) -> Path:
                 tenants=(TENANT,),
                 worker_concurrency=args.worker_concurrency,
                 ort_threads=args.ort_threads,
+                extra_env=(
+                    {"GATEWAY_TASK_CHUNK_SIZE": str(args.task_chunk_size)} if args.task_chunk_size else {}
+                ),
             ) as fleet,
         ):
             print(f"fleet ready in {time.perf_counter() - started:.1f} s ({backends.name})", flush=True)
@@ -358,6 +365,7 @@ def main(argv: list[str] | None = None) -> Path:
             "poll_interval_s": POLL_INTERVAL_S,
             "worker_concurrency": args.worker_concurrency or usable_cores(),
             "ort_threads": args.ort_threads,
+            "task_chunk_size": args.task_chunk_size or Settings.model_fields["task_chunk_size"].default,
         },
         "results": results,
     }

@@ -9,17 +9,21 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from contracts.jobs import JobStatus
+from contracts.reports import JobView
 
 JOB_FINISHED_CHANNEL = "skintriage:jobs:finished"
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
 
 
 class JobFinished(BaseModel):
-    """The message body (JSON): which job of which tenant finished, and how."""
+    """The message body (JSON): which job of which tenant finished, and how; with `job`, the job
+    as reports stored it (its public view, result included), so a waiting gateway can answer
+    without reading it again. Only the worker that just stored it sends `job`."""
 
     job_id: str
     tenant_id: str
     status: JobStatus
+    job: JobView | None = None
 
 
 def notifies_over(broker_url: str) -> bool:

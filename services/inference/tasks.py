@@ -31,7 +31,7 @@ from services.common.request_id import bound_request_id, is_well_formed, new_req
 from services.inference.adapters.finish_notifier import finished
 from services.inference.celery_app import celery_app, settings
 from services.inference.domain.errors import PayloadInvalidError, TransientError
-from services.inference.domain.pipeline import run_chunk, run_job
+from services.inference.domain.pipeline import run_chunk, run_job_stored
 from services.inference.resources import get_resources
 
 log = logging.getLogger("services.inference.tasks")
@@ -168,8 +168,8 @@ def predict(self: PredictTask, payload: dict[str, Any]) -> dict[str, str]:
         job = job.model_copy(update={"request_id": request_id})
     with bound_request_id(request_id):
         resources = get_resources()
-        report = run_job(job, resources.predictor, resources.ood, resources.reports)
-        resources.finished.notify([finished(job.job_id, job.tenant_id, report.status)])
+        report, stored = run_job_stored(job, resources.predictor, resources.ood, resources.reports)
+        resources.finished.notify([finished(job.job_id, job.tenant_id, report.status, stored)])
         log.info(
             "task.done",
             extra={

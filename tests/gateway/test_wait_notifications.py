@@ -13,6 +13,7 @@ import redis
 
 from contracts.jobs import InferenceTask
 from contracts.notifications import JOB_FINISHED_CHANNEL, JobFinished, notifies_over
+from contracts.reports import JobView
 from services.gateway.adapters.finish_listener import FinishListener, finish_listener
 from services.gateway.api.app import create_app
 from tests.gateway import samples
@@ -26,9 +27,10 @@ class FinishingWorker(InMemoryPublisher):
     """Queues like the in-memory publisher; a moment later "finishes" the job in reports and, when
     given a Redis URL, publishes its notification as the worker does."""
 
-    def __init__(self, reports: FakeReports, redis_url: str | None) -> None:
+    def __init__(self, reports: FakeReports, redis_url: str | None, send_job: bool = False) -> None:
         super().__init__()
         self.reports = reports
+        self.send_job = send_job  # the message carries the stored job, as the worker's does
         self.redis = redis.Redis.from_url(redis_url) if redis_url else None
         self.background: list[asyncio.Task[None]] = []
 
@@ -40,7 +42,8 @@ class FinishingWorker(InMemoryPublisher):
         await asyncio.sleep(FINISH_AFTER_S)
         self.reports.jobs[task.job_id]["status"] = "done"
         if self.redis is not None:
-            message = JobFinished(job_id=task.job_id, tenant_id=task.tenant_id, status="done")
+            stored = JobView.model_validate(self.reports._view(task.job_id)) if self.send_job else None
+            message = JobFinished(job_id=task.job_id, tenant_id=task.tenant_id, status="done", job=stored)
             self.redis.publish(JOB_FINISHED_CHANNEL, message.model_dump_json())
 
 
@@ -70,6 +73,19 @@ async def test_a_notified_wait_reads_the_job_once(redis_url: str, reports: FakeR
     assert reports.reads == {response.json()["job_id"]: 1}
 
 
+async def test_a_notification_that_carries_the_stored_job_is_answered_without_a_read(
+    redis_url: str, reports: FakeReports
+) -> None:
+    worker = FinishingWorker(reports, redis_url, send_job=True)
+    async for http in _gateway(worker, FinishListener(redis_url)):
+        response = await _submit_and_wait(http)
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "done"
+    assert response.json()["job_id"] == worker.tasks[0].job_id
+    assert reports.reads == {}
+
+
 async def test_without_a_listener_the_wait_polls(reports: FakeReports) -> None:
     worker = FinishingWorker(reports, None)
     async for http in _gateway(worker, None):
@@ -97,14 +113,15 @@ async def test_the_listener_wakes_only_the_named_jobs_waiters_and_ignores_junk(r
     mine, other = uuid.uuid4().hex, uuid.uuid4().hex
     try:
         assert listener.connected
-        with listener.waiting(mine) as my_event, listener.waiting(other) as other_event:
+        with listener.waiting(mine) as mine_waiter, listener.waiting(other) as other_waiter:
             publisher.publish(JOB_FINISHED_CHANNEL, b"not json")
             publisher.publish(
                 JOB_FINISHED_CHANNEL,
                 JobFinished(job_id=mine, tenant_id="t", status="failed").model_dump_json(),
             )
-            await asyncio.wait_for(my_event.wait(), 5)
-            assert not other_event.is_set()
+            await asyncio.wait_for(mine_waiter.event.wait(), 5)
+            assert not other_waiter.event.is_set()
+            assert mine_waiter.message is not None and mine_waiter.message.status == "failed"
     finally:
         await listener.close()
         publisher.close()

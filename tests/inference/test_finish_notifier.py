@@ -3,18 +3,26 @@ per job; none (and no error) on a broker without pub/sub or a Redis that is down
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Any
 
+import pytest
 import redis
+import respx
 
 from contracts.jobs import JobStatus
 from contracts.notifications import JOB_FINISHED_CHANNEL, JobFinished
+from services.inference import tasks
 from services.inference.adapters.finish_notifier import (
     NoFinishNotifier,
     RedisFinishNotifier,
     finish_notifier,
     finished,
 )
+from services.inference.resources import WorkerResources
+from services.inference.tasks import predict
+from tests.inference.conftest import JOB_ID
 
 
 def _received(pubsub: redis.client.PubSub, count: int) -> list[JobFinished]:
@@ -51,3 +59,41 @@ def test_a_redis_that_is_down_loses_the_notification_quietly() -> None:
 def test_a_broker_without_pub_sub_gets_no_notifier() -> None:
     assert isinstance(finish_notifier("sqla+sqlite:///var/celery-broker.db"), NoFinishNotifier)
     assert isinstance(finish_notifier("redis://127.0.0.1:6379/0"), RedisFinishNotifier)
+
+
+class RecordingNotifier:
+    """Keeps what the task would have published."""
+
+    def __init__(self) -> None:
+        self.sent: list[JobFinished] = []
+
+    def notify(self, finished: list[JobFinished]) -> None:
+        self.sent.extend(finished)
+
+    def close(self) -> None:
+        pass
+
+
+def _job_view(job_id: str, status: str) -> dict[str, Any]:
+    now = "2026-01-01T00:00:00+00:00"
+    return {"job_id": job_id, "status": status, "metadata": {}, "created_at": now, "updated_at": now}
+
+
+def test_the_task_notifies_its_job_with_the_stored_view_and_a_failure_without_one(
+    payload: dict[str, Any],
+    resources: WorkerResources,
+    mocked: respx.MockRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    notifier = RecordingNotifier()
+    monkeypatch.setattr(tasks, "get_resources", lambda: dataclasses.replace(resources, finished=notifier))
+    mocked["report_put"].respond(200, json=_job_view(JOB_ID, "done"))
+
+    predict.apply(kwargs={"payload": payload}, task_id=JOB_ID)
+    corrupt = payload | {"image": payload["image"] | {"data_b64": "bm90IGFuIGltYWdl"}}
+    predict.apply(kwargs={"payload": corrupt}, task_id=JOB_ID)
+
+    done, failed = notifier.sent
+    assert (done.job_id, done.status) == (JOB_ID, JobStatus.done)
+    assert done.job is not None and done.job.job_id == JOB_ID
+    assert (failed.job_id, failed.status, failed.job) == (JOB_ID, JobStatus.failed, None)

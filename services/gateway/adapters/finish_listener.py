@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
@@ -19,13 +20,22 @@ logger = logging.getLogger(__name__)
 _RECONNECT_FIRST_S, _RECONNECT_MAX_S = 0.5, 10.0
 
 
+@dataclass
+class Waiter:
+    """One waiting request: `event` is set when its job's notification arrives, `message` holds
+    that notification."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    message: JobFinished | None = None
+
+
 class FinishListener:
     """Subscribes in the background (`start`), reconnecting with backoff after a lost connection;
     `connected` says whether notifications are arriving now (waiters fall back to polling if not)."""
 
     def __init__(self, url: str) -> None:
         self._redis = aioredis.Redis.from_url(url)
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._waiters: dict[str, list[Waiter]] = {}
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self.connected = False
@@ -45,16 +55,16 @@ class FinishListener:
         await self._redis.aclose()
 
     @contextlib.contextmanager
-    def waiting(self, job_id: str) -> Iterator[asyncio.Event]:
-        """An event set when `job_id`'s notification arrives, for the duration of the block."""
-        event = asyncio.Event()
-        self._waiters.setdefault(job_id, set()).add(event)
+    def waiting(self, job_id: str) -> Iterator[Waiter]:
+        """A waiter woken when `job_id`'s notification arrives, for the duration of the block."""
+        waiter = Waiter()
+        self._waiters.setdefault(job_id, []).append(waiter)
         try:
-            yield event
+            yield waiter
         finally:
             waiters = self._waiters.get(job_id)
             if waiters is not None:
-                waiters.discard(event)
+                waiters.remove(waiter)
                 if not waiters:
                     del self._waiters[job_id]
 
@@ -65,8 +75,9 @@ class FinishListener:
         except ValidationError:
             logger.warning("job-finished message ignored: not a JobFinished")
             return
-        for event in self._waiters.get(message.job_id, ()):
-            event.set()
+        for waiter in self._waiters.get(message.job_id, ()):
+            waiter.message = message
+            waiter.event.set()
 
     async def _run(self) -> None:
         delay = _RECONNECT_FIRST_S

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from contracts.errors import DomainError
 from contracts.jobs import ImageMetadata, InferenceTask, JobCreate, JobStatus, StoredImage
+from contracts.notifications import JobFinished
 from contracts.reports import JobFailure, JobView
 from services.gateway.adapters.finish_listener import FinishListener
 from services.gateway.adapters.reports_client import ReportsClient
@@ -196,8 +197,9 @@ async def wait_for_finish(
 ) -> JobView | None:
     """Wait until the job is done/rejected/failed or `seconds` pass; None on timeout.
 
-    With a connected `listener` the wait is woken by the job's finished notification and reads
-    the job once (plus a read every `_FALLBACK_POLL_SECONDS`, in case a notification was lost);
+    With a connected `listener` the wait is woken by the job's finished notification, which
+    carries the stored job (else the job is read once), plus a read every
+    `_FALLBACK_POLL_SECONDS` in case a notification was lost;
     without one it polls reports (50 ms, doubling to 1 s). The job is already accepted, so a
     failing read ends the wait instead of failing the request.
     """
@@ -206,15 +208,24 @@ async def wait_for_finish(
     deadline = time.monotonic() + seconds
     if listener is None or not listener.connected:
         return await _poll_until_finished(reports, job, tenant_id, deadline, request_id)
-    with listener.waiting(job.job_id) as event:
+    with listener.waiting(job.job_id) as waiter:
         while (remaining := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), min(_FALLBACK_POLL_SECONDS, remaining))
-            event.clear()
+                await asyncio.wait_for(waiter.event.wait(), min(_FALLBACK_POLL_SECONDS, remaining))
+            waiter.event.clear()
+            if (told := _told_job(waiter.message, tenant_id)) is not None:
+                return told  # the worker sent the stored job: no read needed
             current = await _read(reports, job.job_id, tenant_id, request_id)
             if current is None or current.status in FINISHED:
                 return current
     return None
+
+
+def _told_job(message: JobFinished | None, tenant_id: str) -> JobView | None:
+    """The finished job a notification carries, if it carries one for this tenant."""
+    if message is None or message.job is None or message.tenant_id != tenant_id:
+        return None
+    return message.job if message.job.status in FINISHED else None
 
 
 async def _poll_until_finished(

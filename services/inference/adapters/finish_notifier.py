@@ -11,6 +11,7 @@ import redis
 
 from contracts.jobs import JobStatus
 from contracts.notifications import JOB_FINISHED_CHANNEL, JobFinished, notifies_over
+from contracts.reports import JobView
 
 log = logging.getLogger("services.inference.finish_notifier")
 _SOCKET_TIMEOUT_S = 2.0
@@ -68,6 +69,7 @@ def finish_notifier(broker_url: str) -> FinishNotifier:
     return RedisFinishNotifier(broker_url) if notifies_over(broker_url) else NoFinishNotifier()
 
 
-def finished(job_id: str, tenant_id: str, status: JobStatus | str) -> JobFinished:
-    """One job's notification."""
-    return JobFinished(job_id=job_id, tenant_id=tenant_id, status=JobStatus(status))
+def finished(job_id: str, tenant_id: str, status: JobStatus | str, job: JobView | None = None) -> JobFinished:
+    """One job's notification (with the stored job when it is at hand and final)."""
+    final = job if job is not None and job.job_id == job_id and job.status == JobStatus(status) else None
+    return JobFinished(job_id=job_id, tenant_id=tenant_id, status=JobStatus(status), job=final)

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from contracts.reports import (
     JobFailure,
     JobsRunning,
+    JobView,
     ReportUpsert,
     ReportUpsertBatch,
     ReportUpsertBatchResult,
@@ -37,15 +38,20 @@ class HttpReportsClient:
             request_id=request_id,
         )
 
-    def upsert_report(self, report: ReportUpsert, *, request_id: str | None) -> None:
-        """PUT the job's one report; a second PUT for the same job replaces it."""
-        self._http.send(
+    def upsert_report(self, report: ReportUpsert, *, request_id: str | None) -> JobView | None:
+        """PUT the job's one report (a second PUT for the same job replaces it); the job as reports
+        now shows it, or None when its answer is not a JobView (only the notification needs it)."""
+        response = self._http.send(
             "PUT",
             f"/internal/v1/reports/{quote(report.job_id, safe='')}",
             body=report.model_dump(mode="json"),
             tenant_id=report.tenant_id,
             request_id=request_id,
         )
+        try:
+            return JobView.model_validate_json(response.content)
+        except ValidationError:
+            return None
 
     def mark_many_running(self, job_ids: list[str], *, tenant_id: str, request_id: str | None) -> None:
         """Tell the reports service a micro-batch has started (one call for all its jobs)."""

@@ -30,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 
 from contracts.jobs import InferenceTask, JobStatus, StoredImage
 from contracts.ood import OodDecision, OodScoreRequest, OodScoreResponse
-from contracts.reports import JobFailure, ReportUpsert
+from contracts.reports import JobFailure, JobView, ReportUpsert
 from model_bundle.predictor import Predictor, RawOutput
 from services.inference.domain.clinical import metadata_used, model_context
 from services.inference.domain.errors import ImageCorruptError, ImageTooLargeError
@@ -128,6 +128,18 @@ def run_job(
 ) -> ReportUpsert:
     """Process one job and upsert its report; returns what was stored. Raises ImageCorruptError
     (permanent) or the clients' TransientError/PermanentError."""
+    return run_job_stored(task, predictor, ood, reports, clock)[0]
+
+
+def run_job_stored(
+    task: InferenceTask,
+    predictor: Predictor,
+    ood: OodClient,
+    reports: ReportsClient,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[ReportUpsert, JobView | None]:
+    """As `run_job`, also returning the job as reports answered it once stored (for the
+    job-finished notification, which then carries the result)."""
     t0 = clock()
     image = decode_image(task.image)
     t_decoded = clock()
@@ -148,8 +160,8 @@ def run_job(
     report = _report(task, predictor, raw, image, verdict, timings)
     t_done = clock()
     report.timings_ms.update(postprocess=_ms(t_scored, t_done), total=_ms(t0, t_done))
-    reports.upsert_report(report, request_id=task.request_id)
-    return report
+    stored = reports.upsert_report(report, request_id=task.request_id)
+    return report, stored
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from contracts.ood import OodScoreItem, OodScoreRequest, OodScoreResponse
-from contracts.reports import JobFailure, ReportUpsert, ReportUpsertOutcome
+from contracts.reports import JobFailure, JobView, ReportUpsert, ReportUpsertOutcome
 
 
 class OodClient(Protocol):
@@ -29,8 +29,9 @@ class ReportsClient(Protocol):
         """POST /internal/v1/jobs/{job_id}/running: the worker started (a no-op unless queued)."""
         ...
 
-    def upsert_report(self, report: ReportUpsert, *, request_id: str | None) -> None:
-        """PUT /internal/v1/reports/{job_id}: create or replace the job's one report."""
+    def upsert_report(self, report: ReportUpsert, *, request_id: str | None) -> JobView | None:
+        """PUT /internal/v1/reports/{job_id}: create or replace the job's one report; the job as
+        stored (None if reports' answer was not a JobView)."""
         ...
 
     def mark_many_running(self, job_ids: list[str], *, tenant_id: str, request_id: str | None) -> None:
