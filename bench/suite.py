@@ -108,13 +108,16 @@ def plot(record: dict[str, Any], out: Path) -> None:
         "baseline (FastAPI + PyTorch eager)": record["baseline"],
     }
     fig, (ax_tput, ax_lat, ax_batch) = plt.subplots(1, 3, figsize=(16, 4.8))
-    for label, sub in services.items():
+    colours = ("tab:blue", "tab:orange", "tab:green")
+    for (label, sub), colour in zip(services.items(), colours, strict=True):
         singles = [r for r in sub["results"] if r.get("mode", "single") == "single"]
         clients = [r["concurrency"] for r in singles]
-        ax_tput.plot(clients, [r["images_per_s"] or 0 for r in singles], marker="o", label=label)
+        ax_tput.plot(
+            clients, [r["images_per_s"] or 0 for r in singles], marker="o", color=colour, label=label
+        )
         for pct, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
             values = [r["latency_ms"][pct] if r["latency_ms"] else float("nan") for r in singles]
-            ax_lat.plot(clients, values, style, marker="o", label=f"{label} {pct}")
+            ax_lat.plot(clients, values, style, marker="o", color=colour, label=f"{label} {pct}")
     bare = {
         f"bare pipeline, batch {r['batch_size']}": r["images_per_s"]
         for r in record["bare_pipeline"]["results"]

@@ -107,3 +107,29 @@ def test_bulk_registration_refuses_an_empty_or_oversized_list(client: TestClient
     assert client.post(f"{JOBS}/bulk", json={"jobs": []}, headers=headers).status_code == 422
     too_many = [job_body(tenant) for _ in range(MAX_REPORT_BATCH + 1)]
     assert client.post(f"{JOBS}/bulk", json={"jobs": too_many}, headers=headers).status_code == 422
+
+
+def test_one_conflicting_job_does_not_stop_the_rest_of_its_group(
+    client: TestClient, tenant: str, other_tenant: str
+) -> None:
+    taken = client.post(
+        JOBS, json=job_body(other_tenant, job_id="taken"), headers=tenant_headers(other_tenant)
+    )
+    assert taken.status_code == 201
+    jobs = [
+        job_body(tenant, job_id="mine-1"),
+        job_body(tenant, job_id="taken"),
+        job_body(tenant, job_id="mine-2"),
+    ]
+
+    response = client.post(f"{JOBS}/bulk", json={"jobs": jobs}, headers=tenant_headers(tenant))
+
+    results = response.json()["results"]
+    assert [(r["job"] or {}).get("job_id") for r in results] == ["mine-1", None, "mine-2"]
+    assert (
+        results[1]["error"]["code"]
+        == client.post(JOBS, json=job_body(tenant, job_id="taken"), headers=tenant_headers(tenant)).json()[
+            "error"
+        ]["code"]
+    )
+    assert [_status(client, tenant, j) for j in ("mine-1", "mine-2")] == ["queued", "queued"]

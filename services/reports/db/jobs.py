@@ -50,26 +50,7 @@ def create_job(session: Session, tenant_id: str, body: JobCreate, image: bytes) 
         return existing, False
     if body.batch_id is not None:
         get_batch(session, tenant_id, body.batch_id)
-    meta = body.metadata
-    job = Job(
-        id=body.job_id,
-        tenant_id=tenant_id,
-        batch_id=body.batch_id,
-        idempotency_key=body.idempotency_key,
-        status=JobStatus.queued.value,
-        patient_ref=meta.patient_ref,
-        body_site=meta.body_site,
-        age=meta.age,
-        sex=meta.sex,
-        client_ref=meta.client_ref,
-        filename=body.filename,
-        image=image,
-        media_type=body.image.media_type,
-        width=body.image.width,
-        height=body.image.height,
-        image_sha256=body.image.sha256.lower(),
-        report=None,
-    )
+    job = _new_job(tenant_id, body, image)
     session.add(job)
     try:
         session.commit()
@@ -90,6 +71,55 @@ def get_job_image(session: Session, tenant_id: str, job_id: str) -> tuple[bytes,
     if row is None:
         raise JobNotFoundError("no such job", details={"job_id": job_id})
     return row.image, row.media_type
+
+
+def _new_job(tenant_id: str, body: JobCreate, image: bytes) -> Job:
+    meta = body.metadata
+    return Job(
+        id=body.job_id,
+        tenant_id=tenant_id,
+        batch_id=body.batch_id,
+        idempotency_key=body.idempotency_key,
+        status=JobStatus.queued.value,
+        patient_ref=meta.patient_ref,
+        body_site=meta.body_site,
+        age=meta.age,
+        sex=meta.sex,
+        client_ref=meta.client_ref,
+        filename=body.filename,
+        image=image,
+        media_type=body.image.media_type,
+        width=body.image.width,
+        height=body.image.height,
+        image_sha256=body.image.sha256.lower(),
+        report=None,
+    )
+
+
+def create_jobs(
+    session: Session, tenant_id: str, items: list[tuple[JobCreate, bytes]]
+) -> list[tuple[Job, bool]]:
+    """Register several jobs in ONE transaction (a batch upload's group), each as `create_job`
+    would (a repeat returns the original, flag False). When the transaction cannot commit (a
+    concurrent registration of the same key or id), it is rolled back and each job is registered
+    on its own, so the outcome is the same either way."""
+    for batch_id in {body.batch_id for body, _ in items if body.batch_id is not None}:
+        get_batch(session, tenant_id, batch_id)
+    results: list[tuple[Job, bool]] = []
+    for body, image in items:
+        existing = _existing(session, tenant_id, body)
+        if existing is not None:
+            results.append((existing, False))
+            continue
+        job = _new_job(tenant_id, body, image)
+        session.add(job)
+        results.append((job, True))
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return [create_job(session, tenant_id, body, image) for body, image in items]
+    return results
 
 
 def mark_running(session: Session, tenant_id: str, job_id: str) -> Job:

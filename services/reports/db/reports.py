@@ -42,7 +42,8 @@ def _apply(report: Report, body: ReportUpsert, heatmap: bytes | None) -> None:
     report.completed_at = utc_now()
 
 
-def _store(session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes | None) -> Job:
+def _stage(session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes | None) -> Job:
+    """Write the report and finish the job in the session (not yet committed)."""
     job = get_job(session, tenant_id, body.job_id)
     report = session.get(Report, body.job_id)
     if report is None:
@@ -52,9 +53,15 @@ def _store(session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes 
     job.status = body.status.value
     job.error_code = body.error_code
     job.updated_at = utc_now()
+    return job
+
+
+def _store(session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes | None) -> Job:
+    job = _stage(session, tenant_id, body, heatmap)
     session.commit()
     # heatmap_png is deferred; has_heatmap is computed by the database.
-    session.refresh(report, ["has_heatmap"])
+    assert job.report is not None
+    session.refresh(job.report, ["has_heatmap"])
     return job
 
 
@@ -66,6 +73,21 @@ def upsert_report(session: Session, tenant_id: str, body: ReportUpsert, heatmap:
         # A concurrent delivery inserted the row between our read and our insert: update it.
         session.rollback()
         return _store(session, tenant_id, body, heatmap)
+
+
+def upsert_many(
+    session: Session, tenant_id: str, items: list[tuple[ReportUpsert, bytes | None]]
+) -> list[Job]:
+    """Store several jobs' results in ONE transaction (a worker's micro-batch), each as
+    `upsert_report` would; if it cannot commit (a concurrent first delivery of the same job), it
+    is rolled back and each is stored on its own."""
+    jobs = [_stage(session, tenant_id, body, heatmap) for body, heatmap in items]
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return [upsert_report(session, tenant_id, body, heatmap) for body, heatmap in items]
+    return jobs
 
 
 def get_heatmap(session: Session, tenant_id: str, job_id: str) -> bytes:

@@ -22,6 +22,7 @@ from services.reports.api.deps import SessionDep, TenantDep, internal_router
 from services.reports.api.views import job_view
 from services.reports.db.jobs import (
     create_job,
+    create_jobs,
     get_job,
     get_job_image,
     mark_failed,
@@ -55,6 +56,13 @@ def register_job(body: JobCreate, tenant: TenantDep, session: SessionDep, respon
 
 def _register(body: JobCreate, tenant: str, session: Session) -> tuple[JobView, bool]:
     """The job registered (or found again: a replay, flag True); DomainError when refused."""
+    image = _checked_image(body, tenant)
+    job, created = create_job(session, tenant, body, image)
+    return job_view(job), not created
+
+
+def _checked_image(body: JobCreate, tenant: str) -> bytes:
+    """The registration's image bytes, once its tenant, lengths and image are checked."""
     check_tenant(body.tenant_id, tenant)
     check_lengths(
         {
@@ -65,27 +73,41 @@ def _register(body: JobCreate, tenant: str, session: Session) -> tuple[JobView, 
         },
         _MAX_LENGTHS,
     )
-    image = decode_image(body.image)
-    job, created = create_job(session, tenant, body, image)
-    return job_view(job), not created
+    return decode_image(body.image)
 
 
 @router.post("/internal/v1/jobs/bulk")
 def register_jobs(body: JobCreateBatch, tenant: TenantDep, session: SessionDep) -> JobCreateBatchResult:
     """Register a batch's jobs in one call (the gateway's batch upload), each exactly as
     `POST /internal/v1/jobs` would, replays included; one the single route would refuse gets that
-    error in its place and the others are registered all the same."""
-    results = []
+    error in its place and the others are registered all the same. The valid ones are written in
+    one transaction; if that fails, each is registered on its own to find who fails."""
+    outcomes: list[JobCreateOutcome | None] = []
+    valid: list[tuple[int, JobCreate, bytes]] = []
     for job in body.jobs:
         try:
-            created, replay = _register(job, tenant, session)
+            valid.append((len(outcomes), job, _checked_image(job, tenant)))
+            outcomes.append(None)
         except DomainError as exc:
-            session.rollback()
-            error = ErrorDetail(code=exc.code, message=exc.message, details=exc.details)
-            results.append(JobCreateOutcome(error=error))
-            continue
-        results.append(JobCreateOutcome(job=created, replayed=replay))
-    return JobCreateBatchResult(results=results)
+            outcomes.append(JobCreateOutcome(error=_detail(exc)))
+    try:
+        created = create_jobs(session, tenant, [(job, image) for _, job, image in valid])
+        for (index, _, _), (row, new) in zip(valid, created, strict=True):
+            outcomes[index] = JobCreateOutcome(job=job_view(row), replayed=not new)
+    except DomainError:
+        session.rollback()
+        for index, job, _ in valid:
+            try:
+                view, replay = _register(job, tenant, session)
+                outcomes[index] = JobCreateOutcome(job=view, replayed=replay)
+            except DomainError as exc:
+                session.rollback()
+                outcomes[index] = JobCreateOutcome(error=_detail(exc))
+    return JobCreateBatchResult(results=[o for o in outcomes if o is not None])
+
+
+def _detail(exc: DomainError) -> ErrorDetail:
+    return ErrorDetail(code=exc.code, message=exc.message, details=exc.details)
 
 
 @router.get("/internal/v1/jobs/{job_id}")

@@ -24,7 +24,7 @@ from services.reports.api.checks import check_job_id, check_tenant
 from services.reports.api.deps import SessionDep, TenantDep, internal_router
 from services.reports.api.views import job_view
 from services.reports.db.jobs import list_jobs
-from services.reports.db.reports import upsert_report
+from services.reports.db.reports import upsert_many, upsert_report
 from services.reports.domain.listing import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -62,19 +62,35 @@ def put_report(
 def put_reports(body: ReportUpsertBatch, tenant: TenantDep, session: SessionDep) -> ReportUpsertBatchResult:
     """Store several jobs' results (a worker's micro-batch), each as `PUT /internal/v1/reports/{id}`
     would: one that would be refused there (other tenant, unknown job, invalid report) gets that
-    error in its place, and the others are stored all the same."""
-    results = []
-    for report in body.reports:
+    error in its place, and the others are stored all the same. The valid ones are written in one
+    transaction; if that fails, each is stored on its own to find who fails."""
+    outcomes: dict[int, ReportUpsertOutcome] = {}
+    valid: list[tuple[int, ReportUpsert, bytes | None]] = []
+    for index, report in enumerate(body.reports):
         try:
             check_tenant(report.tenant_id, tenant)
-            job = upsert_report(session, tenant, report, check_report(report))
+            valid.append((index, report, check_report(report)))
         except DomainError as exc:
-            session.rollback()
-            error = ErrorDetail(code=exc.code, message=exc.message, details=exc.details)
-            results.append(ReportUpsertOutcome(job_id=report.job_id, error=error))
-            continue
-        results.append(ReportUpsertOutcome(job_id=report.job_id, status=JobStatus(job.status)))
-    return ReportUpsertBatchResult(results=results)
+            outcomes[index] = _failed(report, exc)
+    try:
+        stored = upsert_many(session, tenant, [(report, heatmap) for _, report, heatmap in valid])
+        for (index, report, _), job in zip(valid, stored, strict=True):
+            outcomes[index] = ReportUpsertOutcome(job_id=report.job_id, status=JobStatus(job.status))
+    except DomainError:
+        session.rollback()
+        for index, report, heatmap in valid:
+            try:
+                job = upsert_report(session, tenant, report, heatmap)
+                outcomes[index] = ReportUpsertOutcome(job_id=report.job_id, status=JobStatus(job.status))
+            except DomainError as exc:
+                session.rollback()
+                outcomes[index] = _failed(report, exc)
+    return ReportUpsertBatchResult(results=[outcomes[i] for i in range(len(body.reports))])
+
+
+def _failed(report: ReportUpsert, exc: DomainError) -> ReportUpsertOutcome:
+    error = ErrorDetail(code=exc.code, message=exc.message, details=exc.details)
+    return ReportUpsertOutcome(job_id=report.job_id, error=error)
 
 
 @router.get("/internal/v1/reports")
