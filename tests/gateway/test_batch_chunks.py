@@ -12,7 +12,9 @@ import pytest
 
 from contracts.jobs import InferenceTask, StoredImage
 from services.gateway.api.app import create_app
+from services.gateway.api.routes.batches import registration_groups
 from services.gateway.api.submission import chunks
+from services.gateway.domain.batch import PreparedItem
 from tests.gateway import samples
 from tests.gateway.conftest import make_settings
 from tests.gateway.fakes import KEY_A, TENANT_A, FakeReports, InMemoryPublisher
@@ -84,3 +86,17 @@ def test_chunks_cut_evenly_in_order(count: int, size: int, expected: list[int]) 
     cut = chunks(tasks, size)
     assert [len(c) for c in cut] == expected
     assert [t for c in cut for t in c] == tasks
+
+
+def _item(index: int, size: int) -> PreparedItem:
+    image = StoredImage(media_type="image/png", width=1, height=1, sha256="0" * 64, data_b64="A" * size)
+    return PreparedItem(index=index, filename=f"{index}.png", image=image, error=None)
+
+
+def test_registration_groups_are_even_and_bounded_in_bytes() -> None:
+    items = [_item(i, 100) for i in range(9)]
+    assert [len(g) for g in registration_groups(items, 8, 10_000)] == [5, 4]
+    # 5 items of 100 bytes under a 250-byte bound: 2 + 2 + 1, then 2 + 2.
+    assert [len(g) for g in registration_groups(items, 8, 250)] == [2, 2, 1, 2, 2]
+    assert [i.index for g in registration_groups(items, 8, 250) for i in g] == list(range(9))
+    assert [len(g) for g in registration_groups([_item(0, 999)], 8, 10)] == [1]  # never empty

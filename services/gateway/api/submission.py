@@ -10,6 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from contracts.errors import DomainError
 from contracts.jobs import ImageMetadata, InferenceTask, JobCreate, JobStatus, StoredImage
@@ -153,14 +154,18 @@ async def queue_tasks(context: GatewayContext, tasks: list[InferenceTask], *, re
     context.metrics.tasks_published.inc(len(tasks))
 
 
-def chunks(tasks: list[InferenceTask], size: int) -> list[list[InferenceTask]]:
+_T = TypeVar("_T")
+
+
+def chunks(tasks: list[_T], size: int) -> list[list[_T]]:
     """`tasks` in order, cut into runs of at most `size`, as even as possible (33 jobs at 16 are
     11 + 11 + 11, not 16 + 16 + 1), so no worker gets a straggler chunk of one."""
     if not tasks:
         return []
     count = -(-len(tasks) // max(1, size))
     base, extra = divmod(len(tasks), count)
-    cut, start = [], 0
+    cut: list[list[_T]] = []
+    start = 0
     for i in range(count):
         end = start + base + (1 if i < extra else 0)
         cut.append(tasks[start:end])

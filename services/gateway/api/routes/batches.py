@@ -92,9 +92,10 @@ async def submit_batch(
         BatchCreate(batch_id=batch_id, client_ref=metadata.client_ref, total=len(good)),
         request_id=request_id,
     )
-    # Registered in groups, one reports call each, with bounded parallelism; every group runs to
-    # its end even if another fails, so a failure is reported per item and a retry with the same
-    # key completes the batch.
+    # Registered in groups, one reports call each, with bounded parallelism, and each group's new
+    # jobs queued as one chunk (one worker micro-batch) as soon as it is registered, so workers
+    # start while later groups register. Every group runs to its end even if another fails, so a
+    # failure is reported per item and a retry with the same key completes the batch.
     gate = asyncio.Semaphore(settings.register_concurrency)
     groups = registration_groups(good, settings.task_chunk_size, MAX_REGISTRATION_BYTES)
     grouped = await asyncio.gather(
@@ -106,21 +107,8 @@ async def submit_batch(
         )
     )
     outcomes = [outcome for group_outcomes in grouped for outcome in group_outcomes]
-    registered = [o for o in outcomes if isinstance(o, _Registered)]
+    accepted = [o.item for o in outcomes if isinstance(o, _Registered)]
     failures = [o for o in outcomes if isinstance(o, _Failed)]
-    # The new jobs go to the broker in chunks, each one worker micro-batch (replays queue nothing).
-    unqueued: set[str] = set()
-    new_tasks = [r.task for r in sorted(registered, key=lambda r: r.item.index) if r.task is not None]
-    for chunk in chunks(new_tasks, settings.task_chunk_size):
-        try:
-            await queue_tasks(context, chunk, request_id=request_id)
-        except DomainError as exc:
-            by_job = {r.item.job_id: r for r in registered}
-            failures += [
-                _Failed(by_job[t.job_id].item.index, by_job[t.job_id].item.filename, exc) for t in chunk
-            ]
-            unqueued |= {t.job_id for t in chunk}
-    accepted = [r.item for r in registered if r.item.job_id not in unqueued]
     if not accepted:
         raise failures[0].error  # e.g. reports or the broker is down: 503, nothing to list
     failed = [_rejection(f.index, f.filename, f.error) for f in failures]
@@ -157,18 +145,19 @@ MAX_REGISTRATION_BYTES = 16 * 1024 * 1024
 
 
 def registration_groups(items: list[PreparedItem], max_jobs: int, max_bytes: int) -> list[list[PreparedItem]]:
-    """`items` in order, cut into groups of at most `max_jobs` and `max_bytes` of base64 image
-    (a group always holds at least one item)."""
+    """`items` in order, cut as evenly as `chunks` cuts (at most `max_jobs` each), and a group
+    over `max_bytes` of base64 image cut further (a group always holds at least one item)."""
     groups: list[list[PreparedItem]] = []
-    size = 0
-    for item in items:
-        assert item.image is not None
-        weight = len(item.image.data_b64)
-        if not groups or len(groups[-1]) >= max_jobs or size + weight > max_bytes:
-            groups.append([])
-            size = 0
-        groups[-1].append(item)
-        size += weight
+    for even in chunks(items, max_jobs):
+        size = max_bytes + 1  # start a new group at the first item
+        for item in even:
+            assert item.image is not None
+            weight = len(item.image.data_b64)
+            if size + weight > max_bytes:
+                groups.append([])
+                size = 0
+            groups[-1].append(item)
+            size += weight
     return groups
 
 
@@ -197,6 +186,7 @@ async def _register_group(
         except DomainError as exc:
             return [_Failed(item.index, item.filename, exc) for item in items]
     outcomes: list[_Registered | _Failed] = []
+    tasks: list[InferenceTask] = []
     for item, result in zip(items, results, strict=True):
         if result.job is None:
             error = result.error or ErrorDetail(code="internal", message="reports registered nothing")
@@ -208,12 +198,20 @@ async def _register_group(
             continue
         assert item.image is not None
         accepted = BatchItemAccepted(index=item.index, filename=item.filename, job_id=result.job.job_id)
-        task = (
-            None
-            if result.replayed
-            else inference_task(result.job, principal.tenant_id, item.image, metadata, request_id)
-        )
-        outcomes.append(_Registered(accepted, task))
+        outcomes.append(_Registered(accepted))
+        if not result.replayed:  # replays queue nothing
+            tasks.append(inference_task(result.job, principal.tenant_id, item.image, metadata, request_id))
+    if tasks:
+        try:
+            await queue_tasks(context, tasks, request_id=request_id)
+        except DomainError as exc:
+            unqueued = {task.job_id for task in tasks}
+            return [
+                _Failed(o.item.index, o.item.filename, exc)
+                if isinstance(o, _Registered) and o.item.job_id in unqueued
+                else o
+                for o in outcomes
+            ]
     return outcomes
 
 
@@ -228,10 +226,9 @@ def _rejection(index: int, filename: str | None, error: DomainError | None) -> B
 
 @dataclass(frozen=True)
 class _Registered:
-    """A good image registered as a job, and its task when the job is new (None on a replay)."""
+    """A good image registered as a job (and queued, unless it was a replay)."""
 
     item: BatchItemAccepted
-    task: InferenceTask | None
 
 
 @dataclass(frozen=True)
