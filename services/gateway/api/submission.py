@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 FINISHED = frozenset({JobStatus.done, JobStatus.rejected, JobStatus.failed})
 _FIRST_POLL_SECONDS = 0.05
 _MAX_POLL_SECONDS = 1.0
+# Polling (no notifications): every 50 ms for the first second, when most jobs finish (backing
+# off from the first poll put the embedded fleet's 1-client p50 at ~185 ms), then doubling.
+_STEADY_POLL_SECONDS = 1.0
 # With notifications, a read this often anyway: a notification lost while the listener was
 # reconnecting delays the answer by at most this much.
 _FALLBACK_POLL_SECONDS = 1.0
@@ -237,9 +240,11 @@ async def _poll_until_finished(
     reports: ReportsClient, job: JobView, tenant_id: str, deadline: float, request_id: str
 ) -> JobView | None:
     delay = _FIRST_POLL_SECONDS
+    steady_until = time.monotonic() + _STEADY_POLL_SECONDS
     while (remaining := deadline - time.monotonic()) > 0:
         await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 2, _MAX_POLL_SECONDS)
+        if time.monotonic() >= steady_until:
+            delay = min(delay * 2, _MAX_POLL_SECONDS)
         current = await _read(reports, job.job_id, tenant_id, request_id)
         if current is None or current.status in FINISHED:
             return current
