@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -21,6 +22,8 @@ from starlette.responses import Response
 
 from contracts.errors import DomainError, ErrorBody, ErrorDetail
 from services.common.request_id import request_id_of
+
+logger = logging.getLogger("services.common.errors")
 
 # Codes for the HTTP errors the framework raises itself; a service may rename some (the gateway
 # keeps its public names). Any other status becomes `http.<status>`.
@@ -51,6 +54,16 @@ class RequestInvalidError(DomainError):
     """The request breaks a rule its schema cannot express (the same code as a schema failure)."""
 
     code, status = "request.invalid", 422
+
+
+class DependencyUnavailableError(DomainError):
+    """Something this service needs (its database, say) is down or hung: retry later."""
+
+    code, status = "dependency.unavailable", 503
+
+
+# What a 503 `dependency.unavailable` asks a client to wait before retrying.
+DEPENDENCY_RETRY_AFTER_SECONDS = 5
 
 
 class ErrorObserver(Protocol):
@@ -97,9 +110,13 @@ def install_error_handlers(
     http_codes: Mapping[int, str] | None = None,
     challenge: str | None = None,
     observer: ErrorObserver | None = None,
+    unavailable: Mapping[type[Exception], str] | None = None,
 ) -> None:
     """Register the handlers on `app`. `http_codes` renames codes of HTTP errors; `challenge` is
-    the `WWW-Authenticate` value sent with every 401; `observer` hears every code rendered."""
+    the `WWW-Authenticate` value sent with every 401; `observer` hears every code rendered;
+    `unavailable` maps exception types that mean "a dependency is down" (a database that refuses
+    connections, say) to the dependency's name: they answer 503 `dependency.unavailable` with
+    `Retry-After`, never 500."""
     codes = {**HTTP_ERROR_CODES, **(http_codes or {})}
 
     def respond(
@@ -140,6 +157,28 @@ def install_error_handlers(
         details = getattr(exc, "error_details", None)
         return respond(request, exc.status_code, code, str(exc.detail), details, exc.headers)
 
+    async def on_unavailable(request: Request, exc: Exception) -> Response:
+        names = unavailable or {}
+        dependency = next((name for kind, name in names.items() if isinstance(exc, kind)), "dependency")
+        logger.warning(
+            "dependency unavailable",
+            extra={
+                "request_id": request_id_of(request.scope),
+                "dependency": dependency,
+                "error": type(exc).__name__,
+            },
+        )
+        return respond(
+            request,
+            DependencyUnavailableError.status,
+            DependencyUnavailableError.code,
+            f"{dependency} is unavailable; retry later",
+            {"dependency": dependency},
+            {"Retry-After": str(DEPENDENCY_RETRY_AFTER_SECONDS)},
+        )
+
+    for kind in unavailable or {}:
+        app.add_exception_handler(kind, on_unavailable)
     app.add_exception_handler(DomainError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

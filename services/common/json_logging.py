@@ -31,6 +31,7 @@ COMMON_FIELDS = frozenset(
         "attempt",
         "error_code",
         "error",
+        "dependency",  # services.common.errors: which dependency an outage answer names
     }
 )
 # Attributes every LogRecord has: a field named like one would log the record's own value.

@@ -243,7 +243,10 @@ def _error_from(response: httpx.Response, request_id: str, method: str, path: st
         logger.error("reports rejected the gateway's internal token", extra={"request_id": request_id})
         return UpstreamUnavailableError("reports is unavailable", {"dependency": "reports"})
     if body is not None:
-        return UpstreamError(status, body.error.code, body.error.message, body.error.details)
+        error = UpstreamError(status, body.error.code, body.error.message, body.error.details)
+        if status in _UNAVAILABLE_STATUSES and (retry_after := response.headers.get("Retry-After")):
+            error.headers["Retry-After"] = retry_after  # reports' outage answer, passed through
+        return error
     if status in _UNAVAILABLE_STATUSES:
         return UpstreamUnavailableError("reports is unavailable", {"dependency": "reports", "status": status})
     if status == 404:

@@ -96,12 +96,6 @@ class UpstreamUnavailableError(DomainError):
     code, status = "upstream.unavailable", 503
 
 
-class DependencyUnavailableError(DomainError):
-    """`/readyz`: at least one dependency failed its check."""
-
-    code, status = "dependency.unavailable", 503
-
-
 class UpstreamError(DomainError):
     """An error answered by reports, passed through with its own status and code."""
 

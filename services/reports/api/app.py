@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.common.app_settings import install_settings
 from services.common.errors import install_error_handlers
@@ -34,7 +36,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="SkinTriage reports (internal)", version="1.0.0", lifespan=lifespan)
     install_settings(app, resolved)
     app.state.known_tenants = set()  # tenant ids seen to exist (api/deps.py tenant_id)
-    install_error_handlers(app)
+    # A database that refuses, drops or times out connections is an outage: 503, not 500.
+    install_error_handlers(
+        app, unavailable={OperationalError: "database", InterfaceError: "database", PoolTimeout: "database"}
+    )
     app.add_middleware(RequestContextMiddleware, service="reports")
 
     for module in (health, auth, batches, jobs, reports):

@@ -9,9 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from contracts.public import Health
-from services.common.errors import error_responses
+from services.common.errors import DependencyUnavailableError, error_responses
 from services.gateway.api.deps import ContextDep, RequestIdDep, require_operator_token
-from services.gateway.domain.errors import DependencyUnavailableError
 
 router = APIRouter(tags=["operations"])
 
