@@ -32,6 +32,7 @@ from model_bundle.loader import load_manifest
 from services.common.app_settings import app_settings, install_settings
 from services.common.errors import error_responses, install_error_handlers
 from services.common.internal_auth import internal_token_guard
+from services.common.internal_docs import internal_fastapi
 from services.common.json_logging import JsonFormatter, configure_logging
 from services.common.request_context import RequestContextMiddleware
 from services.ood.adapters.stats_file import load_detector_stats
@@ -208,7 +209,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.manifest = None
         app.state.detector = None
 
-    app = FastAPI(title="SkinTriage OOD", version="1.0.0", lifespan=lifespan)
+    app = internal_fastapi("SkinTriage OOD", require_internal_token, version="1.0.0", lifespan=lifespan)
     app.state.manifest = None
     app.state.detector = None
     install_settings(app, resolved)

@@ -11,8 +11,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.common.app_settings import install_settings
 from services.common.errors import install_error_handlers
+from services.common.internal_docs import internal_fastapi
 from services.common.json_logging import JsonFormatter, configure_logging
 from services.common.request_context import RequestContextMiddleware
+from services.reports.api.deps import require_internal_token
 from services.reports.api.routes import auth, batches, health, jobs, reports
 from services.reports.config import Settings, get_settings
 from services.reports.db.engine import make_engine, make_sessionmaker
@@ -33,7 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             engine.dispose()
 
-    app = FastAPI(title="SkinTriage reports (internal)", version="1.0.0", lifespan=lifespan)
+    app = internal_fastapi(
+        "SkinTriage reports (internal)", require_internal_token, version="1.0.0", lifespan=lifespan
+    )
     install_settings(app, resolved)
     app.state.known_tenants = set()  # tenant ids seen to exist (api/deps.py tenant_id)
     # A database that refuses, drops or times out connections is an outage: 503, not 500.
