@@ -40,7 +40,9 @@ class Settings(BaseSettings):
         default=4, gt=0, description="images decoded at once; bounds memory (a 40 MP PNG is ~120 MB)"
     )
     max_wait_seconds: int = Field(default=30, ge=0, description="cap for `Prefer: wait=N`")
-    auth_cache_seconds: float = Field(default=30.0, ge=0)
+    # 1 s: a revoked or expired key stops working within a second on every replica (issue 10),
+    # at the cost of at most one verification call per key per second per process.
+    auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     auth_cache_max_entries: int = Field(default=10_000, gt=0)
     register_concurrency: int = Field(default=8, gt=0, description="parallel job registrations")
     task_chunk_size: int = Field(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ from services.reports.db.tenants import create_api_key, get_or_create_tenant, li
 
 EXIT_NOT_FOUND = 1
 EXIT_NOT_MIGRATED = 2
+EXIT_USAGE = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     tenant.add_argument("name")
     create = commands.add_parser("create-key", help="create an API key, creating the tenant if needed")
     create.add_argument("--tenant", required=True, help="tenant name")
+    create.add_argument(
+        "--expires-in-days", type=float, help="the key stops working after this many days (default: never)"
+    )
     revoke = commands.add_parser("revoke-key", help="revoke an API key by its id")
     revoke.add_argument("key_id")
     listing = commands.add_parser("list-keys", help="list API keys (never the keys themselves)")
@@ -49,11 +54,15 @@ def _create_tenant(session: Session, name: str) -> int:
     return 0
 
 
-def _create_key(session: Session, tenant_name: str) -> int:
+def _create_key(session: Session, tenant_name: str, expires_in_days: float | None) -> int:
+    if expires_in_days is not None and expires_in_days <= 0:
+        print("--expires-in-days must be positive", file=sys.stderr)
+        return EXIT_USAGE
     tenant, created = get_or_create_tenant(session, tenant_name)
     if created:
         print(f"created tenant {tenant.name} ({tenant.id})", file=sys.stderr)
-    key, raw_key = create_api_key(session, tenant)
+    lifetime = timedelta(days=expires_in_days) if expires_in_days is not None else None
+    key, raw_key = create_api_key(session, tenant, lifetime)
     print(
         f"created key {key.id} ({key.prefix}...) for tenant {tenant.name} ({tenant.id}); "
         "store it now, it is not shown again",
@@ -75,10 +84,13 @@ def _revoke_key(session: Session, key_id: str) -> int:
 
 
 def _list_keys(session: Session, tenant_name: str | None) -> int:
-    print("key_id\ttenant\tprefix\tcreated_at\trevoked_at")
+    print("key_id\ttenant\tprefix\tcreated_at\trevoked_at\texpires_at\tlast_used_at")
     for key in list_api_keys(session, tenant_name):
-        revoked = key.revoked_at.isoformat() if key.revoked_at else "-"
-        print(f"{key.id}\t{key.tenant.name}\t{key.prefix}\t{key.created_at.isoformat()}\t{revoked}")
+        times = [key.revoked_at, key.expires_at, key.last_used_at]
+        revoked, expires, used = (t.isoformat() if t else "-" for t in times)
+        print(
+            f"{key.id}\t{key.tenant.name}\t{key.prefix}\t{key.created_at.isoformat()}\t{revoked}\t{expires}\t{used}"
+        )
     return 0
 
 
@@ -98,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "create-tenant":
                 return _create_tenant(session, args.name)
             if args.command == "create-key":
-                return _create_key(session, args.tenant)
+                return _create_key(session, args.tenant, args.expires_in_days)
             if args.command == "revoke-key":
                 return _revoke_key(session, args.key_id)
             return _list_keys(session, args.tenant)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import respx
 
+from services.gateway.api.app import create_app
+from services.gateway.config import Settings
 from services.gateway.domain.auth import ApiKeyCache, Principal
-from tests.gateway.conftest import error_code
-from tests.gateway.fakes import KEY_A
+from tests.gateway.conftest import error_code, make_settings
+from tests.gateway.fakes import KEY_A, FakeReports, InMemoryPublisher
 
 
 async def test_request_without_authorization_is_refused_with_missing_api_key(client: httpx.AsyncClient):
@@ -105,3 +109,21 @@ def test_cache_never_holds_the_key_itself():
     cache.put("super-secret-key", Principal("t", "id"))
 
     assert "super-secret-key" not in repr(vars(cache))
+
+
+async def test_a_revoked_key_stops_working_within_a_second_with_the_default_cache(
+    publisher: InMemoryPublisher, reports: FakeReports
+) -> None:
+    settings = make_settings(auth_cache_seconds=Settings.model_fields["auth_cache_seconds"].default)
+    app = create_app(settings, publisher=publisher)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {KEY_A}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test", headers=headers) as http:
+            assert (await http.get("/v1/reports")).status_code == 200
+            del reports.keys[KEY_A]  # revoked in reports
+            await asyncio.sleep(1.05)
+            refused = await http.get("/v1/reports")
+
+    assert refused.status_code == 401
+    assert error_code(refused) == "auth.invalid_api_key"

@@ -61,6 +61,10 @@ class ApiKey(Base):
     key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    # Optional end of validity (create-key --expires-in-days); NULL = until revoked.
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    # When a verification last accepted the key, to LAST_USED_RESOLUTION (migration 0004).
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
     tenant: Mapped[Tenant] = relationship()
 

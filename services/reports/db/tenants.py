@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, contains_eager
@@ -16,6 +18,8 @@ from services.reports.domain.api_keys import (
     new_tenant_id,
 )
 from services.reports.domain.errors import InvalidApiKeyError, TenantNotFoundError
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def require_tenant(session: Session, tenant_id: str) -> Tenant:
@@ -50,14 +54,18 @@ def get_or_create_tenant(session: Session, name: str) -> tuple[Tenant, bool]:
     return tenant, True
 
 
-def create_api_key(session: Session, tenant: Tenant) -> tuple[ApiKey, str]:
-    """A new key for the tenant: the stored row and the raw key, which is never stored."""
+def create_api_key(
+    session: Session, tenant: Tenant, expires_in: timedelta | None = None
+) -> tuple[ApiKey, str]:
+    """A new key for the tenant (valid for `expires_in`, or until revoked): the stored row and the
+    raw key, which is never stored."""
     raw_key = generate_api_key()
     key = ApiKey(
         id=new_key_id(),
         tenant_id=tenant.id,
         prefix=display_prefix(raw_key),
         key_sha256=hash_api_key(raw_key),
+        expires_at=utc_now() + expires_in if expires_in is not None else None,
     )
     session.add(key)
     session.commit()
@@ -65,10 +73,16 @@ def create_api_key(session: Session, tenant: Tenant) -> tuple[ApiKey, str]:
 
 
 def verify_api_key(session: Session, raw_key: str) -> ApiKey:
-    """The live key matching `raw_key`; unknown and revoked keys both raise InvalidApiKeyError."""
+    """The live key matching `raw_key`; unknown, revoked and expired keys all raise
+    InvalidApiKeyError. Records `last_used_at`, at most once per LAST_USED_RESOLUTION per key
+    (a write per verification would be one per request)."""
     key = session.scalar(select(ApiKey).where(ApiKey.key_sha256 == hash_api_key(raw_key)))
-    if key is None or key.revoked_at is not None:
+    now = utc_now()
+    if key is None or key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
         raise InvalidApiKeyError("API key is not valid")
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+        key.last_used_at = now
+        session.commit()
     return key
 
 
