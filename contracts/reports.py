@@ -143,6 +143,14 @@ class JobsRunning(BaseModel):
     job_ids: list[str] = Field(min_length=1, max_length=MAX_REPORT_BATCH)
 
 
+class JobsRunningResult(BaseModel):
+    """How many of the jobs became running, and which already have their result (done or
+    rejected: a redelivered task skips them)."""
+
+    changed: int
+    finished: dict[str, JobStatus] = Field(default_factory=dict, description="job id -> done | rejected")
+
+
 class JobFailure(BaseModel):
     """Worker -> reports: a job given up after its retries."""
 

@@ -31,7 +31,7 @@ from services.common.request_id import bound_request_id, is_well_formed, new_req
 from services.inference.adapters.finish_notifier import finished
 from services.inference.celery_app import celery_app, settings
 from services.inference.domain.errors import PayloadInvalidError, TransientError
-from services.inference.domain.pipeline import run_chunk, run_job_stored
+from services.inference.domain.pipeline import AlreadyFinishedError, run_chunk, run_job_stored
 from services.inference.resources import get_resources
 
 log = logging.getLogger("services.inference.tasks")
@@ -168,7 +168,14 @@ def predict(self: PredictTask, payload: dict[str, Any]) -> dict[str, str]:
         job = job.model_copy(update={"request_id": request_id})
     with bound_request_id(request_id):
         resources = get_resources()
-        report, stored = run_job_stored(job, resources.predictor, resources.ood, resources.reports)
+        try:
+            report, stored = run_job_stored(job, resources.predictor, resources.ood, resources.reports)
+        except AlreadyFinishedError as done:
+            log.info(
+                "task.skipped_finished",
+                extra={"job_id": job.job_id, "tenant_id": job.tenant_id, "status": done.status.value},
+            )
+            return {"job_id": job.job_id, "status": done.status.value}
         resources.finished.notify([finished(job.job_id, job.tenant_id, report.status, stored)])
         log.info(
             "task.done",

@@ -31,6 +31,7 @@ class Services:
     def __init__(self) -> None:
         self.ood_error_for: set[int] = set()  # item positions OOD refuses
         self.ood_down = False  # answer 503 to every call
+        self.finished: dict[str, str] = {}  # job id -> the result reports already has
         self.report_error_for: set[str] = set()  # job ids reports refuses
         self.scored: list[dict[str, Any]] = []
         self.stored: list[dict[str, Any]] = []
@@ -63,7 +64,10 @@ class Services:
 
     def jobs_running(self, request: httpx.Request) -> httpx.Response:
         self.running.append(json.loads(request.content)["job_ids"])
-        return httpx.Response(200, json={"changed": len(self.running[-1])})
+        finished = {j: s for j, s in self.finished.items() if j in self.running[-1]}
+        return httpx.Response(
+            200, json={"changed": len(self.running[-1]) - len(finished), "finished": finished}
+        )
 
     def job_fail(self, request: httpx.Request) -> httpx.Response:
         self.failed.append(json.loads(request.content))
@@ -202,3 +206,31 @@ def test_a_transient_ood_outage_raises_for_a_retry_of_the_whole_chunk(
     with pytest.raises(TransientError):
         run_chunk(tasks, resources.predictor, resources.ood, resources.reports)
     assert services.stored == [] and services.failed == []  # nothing recorded: the retry will
+
+
+def test_jobs_that_already_have_their_result_are_not_run_again(
+    tasks: list[InferenceTask], resources: WorkerResources, services: Services
+) -> None:
+    services.finished = {"job-0": "done", "job-2": "rejected"}
+
+    outcomes = run_chunk(tasks, resources.predictor, resources.ood, resources.reports)
+
+    assert [o.status for o in outcomes] == [
+        JobStatus.done,
+        JobStatus.done,
+        JobStatus.rejected,
+        JobStatus.done,
+    ]
+    assert len(services.scored) == 2  # only job-1 and job-3 were run
+    assert sorted(r["job_id"] for r in services.stored) == ["job-1", "job-3"]
+
+
+def test_a_chunk_whose_jobs_are_all_finished_runs_nothing(
+    tasks: list[InferenceTask], resources: WorkerResources, services: Services
+) -> None:
+    services.finished = {t.job_id: "done" for t in tasks}
+
+    outcomes = run_chunk(tasks, resources.predictor, resources.ood, resources.reports)
+
+    assert all(o.status is JobStatus.done for o in outcomes)
+    assert services.scored == [] and services.stored == []

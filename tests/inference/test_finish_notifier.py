@@ -97,3 +97,15 @@ def test_the_task_notifies_its_job_with_the_stored_view_and_a_failure_without_on
     assert (done.job_id, done.status) == (JOB_ID, JobStatus.done)
     assert done.job is not None and done.job.job_id == JOB_ID
     assert (failed.job_id, failed.status, failed.job) == (JOB_ID, JobStatus.failed, None)
+
+
+def test_a_redelivered_task_of_a_finished_job_runs_nothing(
+    payload: dict[str, Any], resources: WorkerResources, mocked: respx.MockRouter
+) -> None:
+    mocked["job_running"].respond(200, json=_job_view(JOB_ID, "done"))
+
+    result = predict.apply(kwargs={"payload": payload}, task_id=JOB_ID).get()
+
+    assert result == {"job_id": JOB_ID, "status": "done"}
+    assert not mocked["ood"].called
+    assert not mocked["report_put"].called

@@ -75,7 +75,7 @@ def test_the_first_request_renders_the_png_and_keeps_it(
     assert second.content == first.content
 
 
-def test_a_redelivered_report_replaces_the_kept_png(
+def test_a_late_redelivery_keeps_the_first_heatmap(
     client: TestClient, db: Session, tenant: str, job_id: str
 ) -> None:
     _put(client, tenant, job_id, heatmap=_source(1).model_dump())
@@ -83,10 +83,9 @@ def test_a_redelivered_report_replaces_the_kept_png(
 
     _put(client, tenant, job_id, heatmap=_source(2).model_dump())
 
-    assert _stored_png(db, job_id) is None
+    assert _stored_png(db, job_id) == before
     after = client.get(f"{JOBS}/{job_id}/heatmap.png", headers=tenant_headers(tenant)).content
-    assert after == render_heatmap(_source(2))
-    assert after != before
+    assert after == before == render_heatmap(_source(1))
 
 
 def test_a_ready_made_png_from_an_older_worker_is_still_served(

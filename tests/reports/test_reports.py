@@ -45,13 +45,13 @@ def test_report_upsert_finishes_the_job_with_its_result(client: TestClient, tena
     assert result["disclaimer"]
 
 
-def test_redelivered_report_leaves_one_row_updated(
+def test_a_late_redelivery_never_rewrites_a_finished_jobs_report(
     client: TestClient, db: Session, tenant: str, job_id: str
 ) -> None:
     _put(client, tenant, job_id, report_body(tenant, job_id, triage_level="urgent"))
     second = _put(client, tenant, job_id, report_body(tenant, job_id, triage_level="routine"))
     assert second.status_code == 200
-    assert second.json()["result"]["triage_level"] == "routine"
+    assert second.json()["result"]["triage_level"] == "urgent"  # the first result stands
     assert _report_rows(db) == 1
 
 

@@ -7,9 +7,11 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
+from contracts.jobs import JobStatus
 from contracts.reports import (
     JobFailure,
     JobsRunning,
+    JobsRunningResult,
     JobView,
     ReportUpsert,
     ReportUpsertBatch,
@@ -28,15 +30,20 @@ class HttpReportsClient:
     ) -> None:
         self._http = InternalHttpClient("reports", base_url, token, timeout_seconds, transport)
 
-    def mark_running(self, job_id: str, *, tenant_id: str, request_id: str | None) -> None:
-        """Tell the reports service the job has started, so the dashboard shows it running."""
-        self._http.send(
+    def mark_running(self, job_id: str, *, tenant_id: str, request_id: str | None) -> JobStatus | None:
+        """Tell the reports service the job has started, so the dashboard shows it running; the
+        job's status now (None if reports' answer was not a JobView)."""
+        response = self._http.send(
             "POST",
             f"/internal/v1/jobs/{quote(job_id, safe='')}/running",
             body=None,
             tenant_id=tenant_id,
             request_id=request_id,
         )
+        try:
+            return JobView.model_validate_json(response.content).status
+        except ValidationError:
+            return None
 
     def upsert_report(self, report: ReportUpsert, *, request_id: str | None) -> JobView | None:
         """PUT the job's one report (a second PUT for the same job replaces it); the job as reports
@@ -53,12 +60,19 @@ class HttpReportsClient:
         except ValidationError:
             return None
 
-    def mark_many_running(self, job_ids: list[str], *, tenant_id: str, request_id: str | None) -> None:
-        """Tell the reports service a micro-batch has started (one call for all its jobs)."""
+    def mark_many_running(
+        self, job_ids: list[str], *, tenant_id: str, request_id: str | None
+    ) -> dict[str, JobStatus]:
+        """Tell the reports service a micro-batch has started (one call for all its jobs); the
+        jobs among them that already have their result, with it (none if the answer is unreadable)."""
         body = JobsRunning(job_ids=job_ids).model_dump(mode="json")
-        self._http.send(
+        response = self._http.send(
             "POST", "/internal/v1/jobs/running", body=body, tenant_id=tenant_id, request_id=request_id
         )
+        try:
+            return JobsRunningResult.model_validate_json(response.content).finished
+        except ValidationError:
+            return {}
 
     def upsert_reports(
         self, reports: list[ReportUpsert], *, tenant_id: str, request_id: str | None

@@ -143,7 +143,11 @@ def run_job_stored(
     t0 = clock()
     image = decode_image(task.image)
     t_decoded = clock()
-    reports.mark_running(task.job_id, tenant_id=task.tenant_id, request_id=task.request_id)
+    current = reports.mark_running(task.job_id, tenant_id=task.tenant_id, request_id=task.request_id)
+    if current in FINISHED:
+        # A redelivered task (a worker died after finishing, a visibility timeout): run it again
+        # never; the first result stands.
+        raise AlreadyFinishedError(task.job_id, current)
     t_marked = clock()
     raw = predictor.run([image], [model_context(task.clinical)])[0]
     t_inferred = clock()
@@ -162,6 +166,18 @@ def run_job_stored(
     report.timings_ms.update(postprocess=_ms(t_scored, t_done), total=_ms(t0, t_done))
     stored = reports.upsert_report(report, request_id=task.request_id)
     return report, stored
+
+
+# Statuses after which a job is never run again.
+FINISHED = frozenset({JobStatus.done, JobStatus.rejected})
+
+
+class AlreadyFinishedError(Exception):
+    """The job already has its result (a redelivered task): nothing is run or written."""
+
+    def __init__(self, job_id: str, status: JobStatus) -> None:
+        super().__init__(f"job {job_id} is already {status.value}")
+        self.job_id, self.status = job_id, status
 
 
 @dataclass(frozen=True)
@@ -205,7 +221,12 @@ def run_chunk(
     if decoded:
         t_decoded = clock()
         jobs = [task.job_id for task, _ in decoded]
-        reports.mark_many_running(jobs, tenant_id=tenant_id, request_id=request_id)
+        finished = reports.mark_many_running(jobs, tenant_id=tenant_id, request_id=request_id)
+        for job_id, status in finished.items():  # redelivered: their first result stands
+            outcomes[job_id] = JobOutcome(job_id, status)
+        decoded = [(task, image) for task, image in decoded if task.job_id not in finished]
+        if not decoded:
+            return [outcomes[task.job_id] for task in tasks]
         t_marked = clock()
         images = [image for _, image in decoded]
         raws = predictor.run(images, [model_context(task.clinical) for task, _ in decoded])

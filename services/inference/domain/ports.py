@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from contracts.jobs import JobStatus
 from contracts.ood import OodScoreItem, OodScoreRequest, OodScoreResponse
 from contracts.reports import JobFailure, JobView, ReportUpsert, ReportUpsertOutcome
 
@@ -25,8 +26,9 @@ class OodClient(Protocol):
 class ReportsClient(Protocol):
     """Stores results. Raises TransientError or PermanentError."""
 
-    def mark_running(self, job_id: str, *, tenant_id: str, request_id: str | None) -> None:
-        """POST /internal/v1/jobs/{job_id}/running: the worker started (a no-op unless queued)."""
+    def mark_running(self, job_id: str, *, tenant_id: str, request_id: str | None) -> JobStatus | None:
+        """POST /internal/v1/jobs/{job_id}/running: the worker started (a no-op unless queued);
+        the job's status now, if known."""
         ...
 
     def upsert_report(self, report: ReportUpsert, *, request_id: str | None) -> JobView | None:
@@ -34,8 +36,11 @@ class ReportsClient(Protocol):
         stored (None if reports' answer was not a JobView)."""
         ...
 
-    def mark_many_running(self, job_ids: list[str], *, tenant_id: str, request_id: str | None) -> None:
-        """POST /internal/v1/jobs/running: a micro-batch started."""
+    def mark_many_running(
+        self, job_ids: list[str], *, tenant_id: str, request_id: str | None
+    ) -> dict[str, JobStatus]:
+        """POST /internal/v1/jobs/running: a micro-batch started; those that already have their
+        result, with it."""
         ...
 
     def upsert_reports(

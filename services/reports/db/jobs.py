@@ -13,7 +13,7 @@ from services.reports.db.batches import get_batch
 from services.reports.db.models import Job, Report
 from services.reports.db.types import utc_now
 from services.reports.domain.errors import JobConflictError, JobNotFoundError
-from services.reports.domain.lifecycle import may_mark_failed, may_mark_running
+from services.reports.domain.lifecycle import FINAL_STATUSES, may_mark_failed, may_mark_running
 from services.reports.domain.listing import ReportFilters
 
 
@@ -132,17 +132,27 @@ def mark_running(session: Session, tenant_id: str, job_id: str) -> Job:
     return job
 
 
-def mark_many_running(session: Session, tenant_id: str, job_ids: list[str]) -> int:
+def mark_many_running(
+    session: Session, tenant_id: str, job_ids: list[str]
+) -> tuple[int, dict[str, JobStatus]]:
     """queued -> running for those of `job_ids` that are the tenant's and queued, in one UPDATE;
-    returns how many changed (others are unknown, or already running or finished)."""
+    returns how many changed, and which of them already have their result (done or rejected: a
+    redelivered task must not run them again)."""
     result = session.execute(
         update(Job)
         .where(Job.tenant_id == tenant_id, Job.id.in_(job_ids), Job.status == JobStatus.queued.value)
         .values(status=JobStatus.running.value, updated_at=utc_now())
         .execution_options(synchronize_session=False)
     )
+    finished = session.execute(
+        select(Job.id, Job.status).where(
+            Job.tenant_id == tenant_id,
+            Job.id.in_(job_ids),
+            Job.status.in_([s.value for s in FINAL_STATUSES]),
+        )
+    ).all()
     session.commit()
-    return int(getattr(result, "rowcount", 0) or 0)
+    return int(getattr(result, "rowcount", 0) or 0), {row.id: JobStatus(row.status) for row in finished}
 
 
 def mark_failed(session: Session, tenant_id: str, job_id: str, error_code: str) -> Job:

@@ -13,6 +13,7 @@ from services.reports.db.jobs import get_job
 from services.reports.db.models import Job, Report
 from services.reports.db.types import utc_now
 from services.reports.domain.errors import HeatmapNotFoundError
+from services.reports.domain.lifecycle import FINAL_STATUSES
 
 
 def _apply(report: Report, body: ReportUpsert, heatmap: bytes | None) -> None:
@@ -43,8 +44,12 @@ def _apply(report: Report, body: ReportUpsert, heatmap: bytes | None) -> None:
 
 
 def _stage(session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes | None) -> Job:
-    """Write the report and finish the job in the session (not yet committed)."""
+    """Write the report and finish the job in the session (not yet committed). A job that already
+    has its result keeps it: the first result stands, and a late redelivery (a task the broker
+    handed out twice) changes nothing."""
     job = get_job(session, tenant_id, body.job_id)
+    if JobStatus(job.status) in FINAL_STATUSES and job.report is not None:
+        return job
     report = session.get(Report, body.job_id)
     if report is None:
         report = Report(job_id=job.id, tenant_id=tenant_id)

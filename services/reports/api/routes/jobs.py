@@ -15,6 +15,7 @@ from contracts.reports import (
     JobCreateOutcome,
     JobFailure,
     JobsRunning,
+    JobsRunningResult,
     JobView,
 )
 from services.reports.api.checks import check_job_id, check_lengths, check_tenant
@@ -138,10 +139,12 @@ def read_job_heatmap(job_id: JobId, tenant: TenantDep, session: SessionDep) -> R
 
 
 @router.post("/internal/v1/jobs/running")
-def jobs_running(body: JobsRunning, tenant: TenantDep, session: SessionDep) -> dict[str, int]:
+def jobs_running(body: JobsRunning, tenant: TenantDep, session: SessionDep) -> JobsRunningResult:
     """A worker's micro-batch started: each queued job among them becomes running (one UPDATE);
-    unknown ids, other tenants' jobs and jobs past queued are left as they are."""
-    return {"changed": mark_many_running(session, tenant, body.job_ids)}
+    unknown ids, other tenants' jobs and jobs past queued are left as they are. `finished` names
+    those that already have their result, which the worker then skips."""
+    changed, finished = mark_many_running(session, tenant, body.job_ids)
+    return JobsRunningResult(changed=changed, finished=finished)
 
 
 @router.post("/internal/v1/jobs/{job_id}/running")
