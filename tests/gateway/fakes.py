@@ -86,6 +86,7 @@ class FakeReports:
         router.post("/internal/v1/jobs/bulk", name="create_jobs").mock(side_effect=self._create_jobs)
         jobs = "^/internal/v1/jobs/(?P<job_id>[^/]+)"
         router.post(path__regex=f"{jobs}/fail$", name="fail_job").mock(side_effect=self._fail)
+        router.post(path__regex=f"{jobs}/requeue$", name="requeue_job").mock(side_effect=self._requeue)
         router.get(path__regex=f"{jobs}/image$", name="job_image").mock(side_effect=self._image)
         router.get(path__regex=f"{jobs}$", name="get_job").mock(side_effect=self._get_job)
         router.get("/internal/v1/reports", name="list_reports").mock(
@@ -191,6 +192,14 @@ class FakeReports:
                 replayed = answer.headers.get("Idempotent-Replay") == "true"
                 results.append({"job": answer.json(), "replayed": replayed})
         return httpx.Response(200, json={"results": results})
+
+    def _requeue(self, request: httpx.Request, job_id: str) -> httpx.Response:
+        if not self._owned(request, job_id):
+            return _error(404, "job.not_found")
+        job = self.jobs[job_id]
+        if job["status"] == "failed" and job.get("error_code") == "queue.unavailable":
+            job["status"], job["error_code"] = "queued", None
+        return httpx.Response(200, json=self._view(job_id))
 
     def _owned(self, request: httpx.Request, job_id: str) -> bool:
         tenant_id = self._tenant(request)

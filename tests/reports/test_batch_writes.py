@@ -133,3 +133,30 @@ def test_one_conflicting_job_does_not_stop_the_rest_of_its_group(
         ]["code"]
     )
     assert [_status(client, tenant, j) for j in ("mine-1", "mine-2")] == ["queued", "queued"]
+
+
+def test_requeue_puts_back_only_a_job_that_was_never_queued(client: TestClient, tenant: str) -> None:
+    headers = tenant_headers(tenant)
+    for job_id in ("unqueued", "broken", "done-one"):
+        _create(client, tenant, job_id)
+    client.post(
+        f"{JOBS}/unqueued/fail",
+        json={"job_id": "unqueued", "tenant_id": tenant, "error_code": "queue.unavailable", "message": "m"},
+        headers=headers,
+    )
+    client.post(
+        f"{JOBS}/broken/fail",
+        json={"job_id": "broken", "tenant_id": tenant, "error_code": "image.corrupt", "message": "m"},
+        headers=headers,
+    )
+    client.put("/internal/v1/reports/done-one", json=report_body(tenant, "done-one"), headers=headers)
+
+    answers = {
+        j: client.post(f"{JOBS}/{j}/requeue", headers=headers).json()
+        for j in ("unqueued", "broken", "done-one")
+    }
+
+    assert (answers["unqueued"]["status"], answers["unqueued"]["error_code"]) == ("queued", None)
+    assert (answers["broken"]["status"], answers["broken"]["error_code"]) == ("failed", "image.corrupt")
+    assert answers["done-one"]["status"] == "done"
+    assert client.post(f"{JOBS}/nope/requeue", headers=headers).status_code == 404

@@ -119,6 +119,13 @@ class ReportsClient:
             )
         return results
 
+    async def requeue_job(self, tenant_id: str, job_id: str, *, request_id: str) -> JobView:
+        """A job that was never queued goes back to `queued` (others are answered unchanged)."""
+        response = await self._send(
+            "POST", f"/internal/v1/jobs/{_seg(job_id)}/requeue", tenant_id=tenant_id, request_id=request_id
+        )
+        return _parse(JobView, response)
+
     async def get_job(self, tenant_id: str, job_id: str, *, request_id: str) -> JobView:
         """One job of the tenant (404 for another tenant's)."""
         response = await self._send(

@@ -68,14 +68,40 @@ async def register_job(
     request_id: str,
 ) -> tuple[Submitted, InferenceTask | None]:
     """Register the job with reports; the task to queue, or None when reports says it is a replay
-    (replays queue nothing)."""
+    of a job that is under way or finished (a replay of one that never reached the queue is
+    queued now: see `replay_task`)."""
     registration = job_create(principal, image, metadata, filename, idempotency_key, batch_id)
     job, replayed = await context.reports.create_job(registration, request_id=request_id)
     if replayed:
-        return Submitted(job, replayed=True), None
+        job, task = await replay_task(context, job, principal.tenant_id, image, metadata, request_id)
+        return Submitted(job, replayed=True), task
     return Submitted(job, replayed=False), inference_task(
         job, principal.tenant_id, image, metadata, request_id
     )
+
+
+# A job that failed with this code never reached the broker (the first attempt's publish failed):
+# an Idempotency-Key retry queues it. A job still `queued` is left to its message (re-publishing
+# it on every replay would duplicate work for nothing).
+UNQUEUED_ERROR_CODE = "queue.unavailable"
+
+
+async def replay_task(
+    context: GatewayContext,
+    job: JobView,
+    tenant_id: str,
+    image: StoredImage,
+    metadata: ImageMetadata,
+    request_id: str,
+) -> tuple[JobView, InferenceTask | None]:
+    """For an Idempotency-Key retry: a job that had failed for want of a queue, set back to queued,
+    and its task to queue now; any other job as it is, and None."""
+    if job.status != JobStatus.failed or job.error_code != UNQUEUED_ERROR_CODE:
+        return job, None
+    job = await context.reports.requeue_job(tenant_id, job.job_id, request_id=request_id)
+    if job.status != JobStatus.queued:
+        return job, None
+    return job, inference_task(job, tenant_id, image, metadata, request_id)
 
 
 def job_create(
@@ -182,7 +208,7 @@ async def _record_unqueued(reports: ReportsClient, job_id: str, tenant_id: str, 
     failure = JobFailure(
         job_id=job_id,
         tenant_id=tenant_id,
-        error_code="queue.unavailable",
+        error_code=UNQUEUED_ERROR_CODE,
         message="the task queue was unavailable when the job was submitted",
     )
     try:

@@ -155,6 +155,22 @@ def mark_many_running(
     return int(getattr(result, "rowcount", 0) or 0), {row.id: JobStatus(row.status) for row in finished}
 
 
+# Failures that mean "never queued": a retry of the same request may queue the job after all.
+UNQUEUED_ERROR_CODES = frozenset({"queue.unavailable"})
+
+
+def requeue(session: Session, tenant_id: str, job_id: str) -> Job:
+    """failed (because it was never queued) -> queued, for a retry that will queue it now; any
+    other job is left as it is."""
+    job = get_job(session, tenant_id, job_id)
+    if job.status == JobStatus.failed.value and job.error_code in UNQUEUED_ERROR_CODES:
+        job.status = JobStatus.queued.value
+        job.error_code = None
+        job.updated_at = utc_now()
+        session.commit()
+    return job
+
+
 def mark_failed(session: Session, tenant_id: str, job_id: str, error_code: str) -> Job:
     """Record that the worker gave up, unless the job already has a result."""
     job = get_job(session, tenant_id, job_id)

@@ -32,6 +32,7 @@ from services.gateway.api.submission import (
     job_create,
     new_id,
     queue_tasks,
+    replay_task,
 )
 from services.gateway.domain.auth import Principal
 from services.gateway.domain.batch import PreparedItem, prepare_batch
@@ -198,9 +199,21 @@ async def _register_group(
             continue
         assert item.image is not None
         accepted = BatchItemAccepted(index=item.index, filename=item.filename, job_id=result.job.job_id)
+        if not result.replayed:
+            task: InferenceTask | None = inference_task(
+                result.job, principal.tenant_id, item.image, metadata, request_id
+            )
+        else:  # a replay queues only a job that never reached the queue
+            try:
+                _, task = await replay_task(
+                    context, result.job, principal.tenant_id, item.image, metadata, request_id
+                )
+            except DomainError as exc:
+                outcomes.append(_Failed(item.index, item.filename, exc))
+                continue
         outcomes.append(_Registered(accepted))
-        if not result.replayed:  # replays queue nothing
-            tasks.append(inference_task(result.job, principal.tenant_id, item.image, metadata, request_id))
+        if task is not None:
+            tasks.append(task)
     if tasks:
         try:
             await queue_tasks(context, tasks, request_id=request_id)

@@ -29,6 +29,7 @@ from services.reports.db.jobs import (
     mark_failed,
     mark_many_running,
     mark_running,
+    requeue,
 )
 from services.reports.db.reports import get_heatmap
 from services.reports.domain.payloads import decode_image
@@ -151,6 +152,13 @@ def jobs_running(body: JobsRunning, tenant: TenantDep, session: SessionDep) -> J
 def job_running(job_id: JobId, tenant: TenantDep, session: SessionDep) -> JobView:
     """The worker started the job (a no-op unless the job is queued)."""
     return job_view(mark_running(session, tenant, job_id))
+
+
+@router.post("/internal/v1/jobs/{job_id}/requeue")
+def job_requeue(job_id: JobId, tenant: TenantDep, session: SessionDep) -> JobView:
+    """A retried request is about to queue a job that was never queued (failed with
+    `queue.unavailable`): it is queued again. Any other job is answered as it is."""
+    return job_view(requeue(session, tenant, job_id))
 
 
 @router.post("/internal/v1/jobs/{job_id}/fail")
