@@ -40,3 +40,8 @@ class DomainError(Exception):
         self.details = details
         # Response headers the error implies (e.g. `Retry-After` on 429/503).
         self.headers = dict(headers or {})
+
+
+def error_detail(exc: DomainError) -> ErrorDetail:
+    """The error as it travels inside a body (an item of a batch answer) rather than as the answer."""
+    return ErrorDetail(code=exc.code, message=exc.message, details=exc.details)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any
+from typing import Any, TypeVar
 
 from billiard.einfo import ExceptionInfo
 from celery import Task
@@ -37,14 +37,22 @@ from services.inference.resources import get_resources
 log = logging.getLogger("services.inference.tasks")
 
 
-def parse_payload(payload: object) -> InferenceTask:
-    """The message body as an InferenceTask; PayloadInvalidError (permanent) otherwise."""
+_BodyT = TypeVar("_BodyT", InferenceTask, InferenceChunk)
+
+
+def _parse_body(model: type[_BodyT], payload: object) -> _BodyT:
+    """The message body as `model`; PayloadInvalidError (permanent) otherwise."""
     try:
-        return InferenceTask.model_validate(payload)
+        return model.model_validate(payload)
     except ValidationError as exc:
         locations = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
         # `from None`: pydantic's message quotes the input, which holds the image.
-        raise PayloadInvalidError("task payload is not an InferenceTask", {"fields": locations}) from None
+        raise PayloadInvalidError(f"task payload is not an {model.__name__}", {"fields": locations}) from None
+
+
+def parse_payload(payload: object) -> InferenceTask:
+    """The message body as an InferenceTask; PayloadInvalidError (permanent) otherwise."""
+    return _parse_body(InferenceTask, payload)
 
 
 def _ids(payload: object, task_id: str | None) -> tuple[str | None, str | None, str | None]:
@@ -83,6 +91,31 @@ def failure_code(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
         return "task.timeout", "inference did not finish within its time limit"
     return "internal", "unexpected error in the inference worker"
+
+
+def record_failures(jobs: list[tuple[str, str]], code: str, message: str, request_id: str) -> None:
+    """Record each (job_id, tenant_id) as failed with reports and announce those recorded; best
+    effort, since reports may be what failed (reports never lets a failure override a result)."""
+    recorded = []
+    for job_id, tenant_id in jobs:
+        failure = JobFailure(job_id=job_id, tenant_id=tenant_id, error_code=code, message=message)
+        try:
+            get_resources().reports.fail_job(failure, request_id=request_id)
+        except Exception:
+            log.exception("task.failure_not_recorded", extra={"job_id": job_id, "error_code": code})
+            continue
+        recorded.append(finished(job_id, tenant_id, JobStatus.failed))
+    get_resources().finished.notify(recorded)
+
+
+# Both tasks retry transient failures alike: exponential backoff with full jitter, capped.
+_RETRIES: dict[str, Any] = {
+    "autoretry_for": (TransientError,),
+    "max_retries": settings.max_retries,
+    "retry_backoff": settings.retry_backoff_seconds,
+    "retry_backoff_max": settings.retry_backoff_max_seconds,
+    "retry_jitter": True,
+}
 
 
 class PredictTask(Task):  # type: ignore[misc]  # celery ships no type hints
@@ -141,24 +174,14 @@ class PredictTask(Task):  # type: ignore[misc]  # celery ships no type hints
             if job_id is None or tenant_id is None:
                 log.error("task.failure_unreportable", extra={"task_id": task_id, "error_code": code})
                 return
-            failure = JobFailure(job_id=job_id, tenant_id=tenant_id, error_code=code, message=message)
-            try:
-                get_resources().reports.fail_job(failure, request_id=request_id)
-            except Exception:
-                log.exception("task.failure_not_recorded", extra={"job_id": job_id, "error_code": code})
-                return
-            get_resources().finished.notify([finished(job_id, tenant_id, JobStatus.failed)])
+            record_failures([(job_id, tenant_id)], code, message, request_id)
 
 
 @celery_app.task(  # type: ignore[untyped-decorator]  # celery ships no type hints
     bind=True,
     base=PredictTask,
     name=INFERENCE_TASK_NAME,
-    autoretry_for=(TransientError,),
-    max_retries=settings.max_retries,
-    retry_backoff=settings.retry_backoff_seconds,
-    retry_backoff_max=settings.retry_backoff_max_seconds,
-    retry_jitter=True,
+    **_RETRIES,
 )
 def predict(self: PredictTask, payload: dict[str, Any]) -> dict[str, str]:
     """Run one job (task id = job id) and upsert its report; returns the job id and status."""
@@ -193,11 +216,7 @@ def predict(self: PredictTask, payload: dict[str, Any]) -> dict[str, str]:
 
 def parse_chunk(payload: object) -> InferenceChunk:
     """The message body as an InferenceChunk; PayloadInvalidError (permanent) otherwise."""
-    try:
-        return InferenceChunk.model_validate(payload)
-    except ValidationError as exc:
-        locations = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
-        raise PayloadInvalidError("task payload is not an InferenceChunk", {"fields": locations}) from None
+    return _parse_body(InferenceChunk, payload)
 
 
 def chunk_jobs(payload: object) -> list[tuple[str, str]]:
@@ -238,27 +257,14 @@ class PredictChunkTask(PredictTask):
             )
             if not jobs:
                 log.error("task.failure_unreportable", extra={"task_id": task_id, "error_code": code})
-            recorded = []
-            for job_id, tenant_id in jobs:
-                failure = JobFailure(job_id=job_id, tenant_id=tenant_id, error_code=code, message=message)
-                try:
-                    get_resources().reports.fail_job(failure, request_id=request_id)
-                except Exception:
-                    log.exception("task.failure_not_recorded", extra={"job_id": job_id, "error_code": code})
-                    continue
-                recorded.append(finished(job_id, tenant_id, JobStatus.failed))
-            get_resources().finished.notify(recorded)
+            record_failures(jobs, code, message, request_id)
 
 
 @celery_app.task(  # type: ignore[untyped-decorator]  # celery ships no type hints
     bind=True,
     base=PredictChunkTask,
     name=INFERENCE_CHUNK_TASK_NAME,
-    autoretry_for=(TransientError,),
-    max_retries=settings.max_retries,
-    retry_backoff=settings.retry_backoff_seconds,
-    retry_backoff_max=settings.retry_backoff_max_seconds,
-    retry_jitter=True,
+    **_RETRIES,
 )
 def predict_chunk(self: PredictChunkTask, payload: dict[str, Any]) -> dict[str, Any]:
     """Run a micro-batch of one tenant's jobs (`inference.predict_chunk`); a transient failure

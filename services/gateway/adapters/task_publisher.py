@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import anyio.to_thread
 from celery import Celery
+from pydantic import BaseModel
 
 from contracts.jobs import InferenceChunk, InferenceTask
 from contracts.tasks import (
@@ -86,25 +87,27 @@ class CeleryTaskPublisher:
         return cls(build_celery_app(broker_url))
 
     async def publish(self, task: InferenceTask) -> None:
-        """Send the task from a worker thread: kombu's producer is blocking."""
+        """Send the task (task id = job id)."""
+        await self._publish(INFERENCE_TASK_NAME, task.job_id, task, [task])
+
+    async def publish_many(self, tasks: list[InferenceTask]) -> None:
+        """Send one chunk message (a fresh task id; each job keeps its own id inside)."""
+        await self._publish(INFERENCE_CHUNK_TASK_NAME, uuid.uuid4().hex, InferenceChunk(tasks=tasks), tasks)
+
+    async def _publish(self, name: str, task_id: str, body: BaseModel, tasks: list[InferenceTask]) -> None:
+        """Send from a worker thread (kombu's producer is blocking); a broker that refuses is
+        `UpstreamUnavailableError`."""
         try:
-            await anyio.to_thread.run_sync(self._send, task)
+            await anyio.to_thread.run_sync(self._send, name, task_id, body, tasks[0].request_id)
         except Exception as exc:  # kombu raises OperationalError, OSError, socket timeouts, ...
             logger.warning(
                 "task publish failed",
-                extra={"request_id": task.request_id, "job_id": task.job_id, "error": type(exc).__name__},
-            )
-            raise UpstreamUnavailableError("the task queue is unavailable", {"dependency": "broker"}) from exc
-
-    async def publish_many(self, tasks: list[InferenceTask]) -> None:
-        """Send one chunk message from a worker thread (kombu's producer is blocking)."""
-        chunk = InferenceChunk(tasks=tasks)
-        try:
-            await anyio.to_thread.run_sync(self._send_chunk, chunk)
-        except Exception as exc:
-            logger.warning(
-                "task publish failed",
-                extra={"request_id": tasks[0].request_id, "jobs": len(tasks), "error": type(exc).__name__},
+                extra={
+                    "request_id": tasks[0].request_id,
+                    "job_id": tasks[0].job_id,
+                    "jobs": len(tasks),
+                    "error": type(exc).__name__,
+                },
             )
             raise UpstreamUnavailableError("the task queue is unavailable", {"dependency": "broker"}) from exc
 
@@ -129,24 +132,12 @@ class CeleryTaskPublisher:
         """Close the producer pool."""
         self._app.close()
 
-    def _send(self, task: InferenceTask) -> None:
-        headers: dict[str, Any] = {REQUEST_ID_TASK_HEADER: task.request_id}
+    def _send(self, name: str, task_id: str, body: BaseModel, request_id: str | None) -> None:
+        headers: dict[str, Any] = {REQUEST_ID_TASK_HEADER: request_id}
         self._app.send_task(
-            INFERENCE_TASK_NAME,
-            kwargs={PAYLOAD_KWARG: task.model_dump(mode="json")},
-            task_id=task.job_id,
-            queue=INFERENCE_QUEUE,
-            headers=headers,
-            retry=True,
-            retry_policy=_RETRY_POLICY,
-        )
-
-    def _send_chunk(self, chunk: InferenceChunk) -> None:
-        headers: dict[str, Any] = {REQUEST_ID_TASK_HEADER: chunk.tasks[0].request_id}
-        self._app.send_task(
-            INFERENCE_CHUNK_TASK_NAME,
-            kwargs={PAYLOAD_KWARG: chunk.model_dump(mode="json")},
-            task_id=uuid.uuid4().hex,
+            name,
+            kwargs={PAYLOAD_KWARG: body.model_dump(mode="json")},
+            task_id=task_id,
             queue=INFERENCE_QUEUE,
             headers=headers,
             retry=True,

@@ -56,30 +56,6 @@ def batch_id_for(tenant_id: str, idempotency_key: str) -> str:
     return hashlib.sha256(f"{tenant_id}\x00{idempotency_key}".encode()).hexdigest()[:32]
 
 
-async def register_job(
-    context: GatewayContext,
-    *,
-    principal: Principal,
-    image: StoredImage,
-    metadata: ImageMetadata,
-    filename: str | None,
-    idempotency_key: str | None,
-    batch_id: str | None,
-    request_id: str,
-) -> tuple[Submitted, InferenceTask | None]:
-    """Register the job with reports; the task to queue, or None when reports says it is a replay
-    of a job that is under way or finished (a replay of one that never reached the queue is
-    queued now: see `replay_task`)."""
-    registration = job_create(principal, image, metadata, filename, idempotency_key, batch_id)
-    job, replayed = await context.reports.create_job(registration, request_id=request_id)
-    if replayed:
-        job, task = await replay_task(context, job, principal.tenant_id, image, metadata, request_id)
-        return Submitted(job, replayed=True), task
-    return Submitted(job, replayed=False), inference_task(
-        job, principal.tenant_id, image, metadata, request_id
-    )
-
-
 # A job that failed with this code never reached the broker (the first attempt's publish failed):
 # an Idempotency-Key retry queues it. A job still `queued` is left to its message (re-publishing
 # it on every replay would duplicate work for nothing).
@@ -150,21 +126,17 @@ async def submit_job(
     batch_id: str | None,
     request_id: str,
 ) -> Submitted:
-    """Register the job; queue its task only when reports says it is new (replays queue nothing)."""
-    submitted, task = await register_job(
-        context,
-        principal=principal,
-        image=image,
-        metadata=metadata,
-        filename=filename,
-        idempotency_key=idempotency_key,
-        batch_id=batch_id,
-        request_id=request_id,
-    )
-    if task is None:
-        return submitted
-    await queue_tasks(context, [task], request_id=request_id)
-    return submitted
+    """Register the job and queue its task when reports says it is new; a replay queues only a
+    job that never reached the queue (`replay_task`)."""
+    registration = job_create(principal, image, metadata, filename, idempotency_key, batch_id)
+    job, replayed = await context.reports.create_job(registration, request_id=request_id)
+    if replayed:
+        job, task = await replay_task(context, job, principal.tenant_id, image, metadata, request_id)
+    else:
+        task = inference_task(job, principal.tenant_id, image, metadata, request_id)
+    if task is not None:
+        await queue_tasks(context, [task], request_id=request_id)
+    return Submitted(job, replayed=replayed)
 
 
 async def queue_tasks(context: GatewayContext, tasks: list[InferenceTask], *, request_id: str) -> None:

@@ -3,10 +3,10 @@ timeouts, connection errors, 5xx and 429 are transient (retry); other 4xx are pe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from contracts.errors import ErrorBody
 from services.common.internal_auth import INTERNAL_TOKEN_HEADER
@@ -65,6 +65,24 @@ class InternalHttpClient:
                 {"status": response.status_code, "code": code},
             )
         raise UpstreamRejectedError(self.service, response.status_code, code, message)
+
+
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
+
+
+def parse_answer(service: str, model: type[_ModelT], response: httpx.Response) -> _ModelT:
+    """The 2xx body as `model`; a body that does not fit is `<service>.bad_response` (permanent)."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise bad_answer(service, response, "answered with an invalid body") from exc
+
+
+def bad_answer(service: str, response: httpx.Response, what: str) -> UpstreamRejectedError:
+    """`<service>.bad_response`: the service answered 2xx, but not what its contract says."""
+    return UpstreamRejectedError(
+        service, response.status_code, f"{service}.bad_response", f"{service} {what}"
+    )
 
 
 def _error_of(response: httpx.Response) -> tuple[str | None, str]:

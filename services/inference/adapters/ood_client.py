@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-from pydantic import ValidationError
 
 from contracts.ood import (
     OodScoreBatchRequest,
@@ -12,8 +11,7 @@ from contracts.ood import (
     OodScoreRequest,
     OodScoreResponse,
 )
-from services.inference.adapters.internal_http import InternalHttpClient
-from services.inference.domain.errors import UpstreamRejectedError
+from services.inference.adapters.internal_http import InternalHttpClient, bad_answer, parse_answer
 
 
 class HttpOodClient:
@@ -33,12 +31,7 @@ class HttpOodClient:
             tenant_id=tenant_id,
             request_id=request_id,
         )
-        try:
-            return OodScoreResponse.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise UpstreamRejectedError(
-                "ood", response.status_code, "ood.bad_response", "OOD answered with an invalid body"
-            ) from exc
+        return parse_answer("ood", OodScoreResponse, response)
 
     def score_many(
         self, requests: list[OodScoreRequest], *, tenant_id: str, request_id: str | None
@@ -53,16 +46,9 @@ class HttpOodClient:
             tenant_id=tenant_id,
             request_id=request_id,
         )
-        try:
-            results = OodScoreBatchResponse.model_validate_json(response.content).results
-        except ValidationError as exc:
-            raise UpstreamRejectedError(
-                "ood", response.status_code, "ood.bad_response", "OOD answered with an invalid body"
-            ) from exc
+        results = parse_answer("ood", OodScoreBatchResponse, response).results
         if len(results) != len(requests):
-            raise UpstreamRejectedError(
-                "ood", response.status_code, "ood.bad_response", "OOD answered a different number of items"
-            )
+            raise bad_answer("ood", response, "answered a different number of items")
         return results
 
     def close(self) -> None:

@@ -18,8 +18,7 @@ from contracts.reports import (
     ReportUpsertBatchResult,
     ReportUpsertOutcome,
 )
-from services.inference.adapters.internal_http import InternalHttpClient
-from services.inference.domain.errors import UpstreamRejectedError
+from services.inference.adapters.internal_http import InternalHttpClient, bad_answer, parse_answer
 
 
 class HttpReportsClient:
@@ -82,16 +81,9 @@ class HttpReportsClient:
         response = self._http.send(
             "PUT", "/internal/v1/reports", body=body, tenant_id=tenant_id, request_id=request_id
         )
-        try:
-            results = ReportUpsertBatchResult.model_validate_json(response.content).results
-        except ValidationError as exc:
-            raise UpstreamRejectedError(
-                "reports", response.status_code, "reports.bad_response", "reports answered an invalid body"
-            ) from exc
+        results = parse_answer("reports", ReportUpsertBatchResult, response).results
         if [r.job_id for r in results] != [r.job_id for r in reports]:
-            raise UpstreamRejectedError(
-                "reports", response.status_code, "reports.bad_response", "reports answered other jobs"
-            )
+            raise bad_answer("reports", response, "answered other jobs")
         return results
 
     def fail_job(self, failure: JobFailure, *, request_id: str | None) -> None:

@@ -218,54 +218,51 @@ def run_chunk(
             decoded.append((task, decode_image(task.image)))
         except (ImageCorruptError, ImageTooLargeError) as exc:
             outcomes[task.job_id] = _fail(reports, task, exc.code, exc.message)
+    t_decoded = clock()
     if decoded:
-        t_decoded = clock()
         jobs = [task.job_id for task, _ in decoded]
         finished = reports.mark_many_running(jobs, tenant_id=tenant_id, request_id=request_id)
         for job_id, status in finished.items():  # redelivered: their first result stands
             outcomes[job_id] = JobOutcome(job_id, status)
         decoded = [(task, image) for task, image in decoded if task.job_id not in finished]
-        if not decoded:
-            return [outcomes[task.job_id] for task in tasks]
-        t_marked = clock()
-        images = [image for _, image in decoded]
-        raws = predictor.run(images, [model_context(task.clinical) for task, _ in decoded])
-        t_inferred = clock()
-        requests = [
-            _ood_request(task, predictor, raw, image)
-            for (task, image), raw in zip(decoded, raws, strict=True)
-        ]
-        t_measured = clock()
-        verdicts = ood.score_many(requests, tenant_id=tenant_id, request_id=request_id)
-        t_scored = clock()
-        n = len(decoded)
-        timings = {
-            "decode": _ms(t0, t_decoded) / n,
-            "inference": _ms(t_marked, t_inferred) / n,
-            "quality": _ms(t_inferred, t_measured) / n,
-            "ood": _ms(t_measured, t_scored) / n,
-            "chunk_jobs": float(len(tasks)),
-        }
-        upserts = []
-        for (task, image), raw, item in zip(decoded, raws, verdicts, strict=True):
-            if item.verdict is None:
-                code, message = (
-                    (item.error.code, item.error.message) if item.error else ("internal", "no verdict")
-                )
-                outcomes[task.job_id] = _fail(reports, task, code, message)
-                continue
-            upserts.append(_report(task, predictor, raw, image, item.verdict, dict(timings)))
-        if upserts:
-            t_built = clock()
-            for report in upserts:
-                report.timings_ms.update(postprocess=_ms(t_scored, t_built) / len(upserts))
-            stored = reports.upsert_reports(upserts, tenant_id=tenant_id, request_id=request_id)
-            by_id = {task.job_id: task for task in tasks}
-            for report, result in zip(upserts, stored, strict=True):
-                if result.error is not None:
-                    outcomes[report.job_id] = _fail(
-                        reports, by_id[report.job_id], result.error.code, result.error.message
-                    )
-                else:
-                    outcomes[report.job_id] = JobOutcome(report.job_id, report.status)
+    if not decoded:
+        return [outcomes[task.job_id] for task in tasks]
+    t_marked = clock()
+    images = [image for _, image in decoded]
+    raws = predictor.run(images, [model_context(task.clinical) for task, _ in decoded])
+    t_inferred = clock()
+    requests = [
+        _ood_request(task, predictor, raw, image) for (task, image), raw in zip(decoded, raws, strict=True)
+    ]
+    t_measured = clock()
+    verdicts = ood.score_many(requests, tenant_id=tenant_id, request_id=request_id)
+    t_scored = clock()
+    n = len(decoded)
+    timings = {
+        "decode": _ms(t0, t_decoded) / n,
+        "inference": _ms(t_marked, t_inferred) / n,
+        "quality": _ms(t_inferred, t_measured) / n,
+        "ood": _ms(t_measured, t_scored) / n,
+        "chunk_jobs": float(len(tasks)),
+    }
+    upserts = []
+    for (task, image), raw, item in zip(decoded, raws, verdicts, strict=True):
+        if item.verdict is None:
+            error = item.error
+            code, message = (error.code, error.message) if error else ("internal", "no verdict")
+            outcomes[task.job_id] = _fail(reports, task, code, message)
+            continue
+        upserts.append(_report(task, predictor, raw, image, item.verdict, dict(timings)))
+    if upserts:
+        t_built = clock()
+        for report in upserts:
+            report.timings_ms.update(postprocess=_ms(t_scored, t_built) / len(upserts))
+        stored = reports.upsert_reports(upserts, tenant_id=tenant_id, request_id=request_id)
+        by_id = {task.job_id: task for task in tasks}
+        for report, result in zip(upserts, stored, strict=True):
+            if result.error is None:
+                outcomes[report.job_id] = JobOutcome(report.job_id, report.status)
+            else:
+                task = by_id[report.job_id]
+                outcomes[report.job_id] = _fail(reports, task, result.error.code, result.error.message)
     return [outcomes[task.job_id] for task in tasks]

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, Field
 
 from contracts.bundle import BundleManifest
-from contracts.errors import DomainError, ErrorDetail
+from contracts.errors import DomainError, error_detail
 from contracts.ood import (
     OodScoreBatchRequest,
     OodScoreBatchResponse,
@@ -142,9 +142,7 @@ def score_batch(
         try:
             results.append(OodScoreItem(verdict=evaluate(item, manifest, thresholds, detector)))
         except DomainError as exc:
-            results.append(
-                OodScoreItem(error=ErrorDetail(code=exc.code, message=exc.message, details=exc.details))
-            )
+            results.append(OodScoreItem(error=error_detail(exc)))
     log.info(
         "ood.scored_batch",
         extra={

@@ -9,7 +9,7 @@ from typing import Annotated, BinaryIO
 import anyio.to_thread
 from fastapi import APIRouter, File, Response, UploadFile
 
-from contracts.errors import DomainError, ErrorDetail
+from contracts.errors import DomainError, ErrorDetail, error_detail
 from contracts.jobs import ImageMetadata, InferenceTask
 from contracts.public import BatchAccepted, BatchItemAccepted, BatchItemRejected
 from contracts.records import BatchCreate, BatchView
@@ -233,7 +233,7 @@ def _rejection(index: int, filename: str | None, error: DomainError | None) -> B
     return BatchItemRejected(
         index=index,
         filename=filename,
-        error=ErrorDetail(code=error.code, message=error.message, details=error.details),
+        error=error_detail(error),
     )
 
 

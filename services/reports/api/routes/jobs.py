@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Path, Response, status
 from sqlalchemy.orm import Session
 
-from contracts.errors import DomainError, ErrorDetail
+from contracts.errors import DomainError, error_detail
 from contracts.jobs import JobCreate
 from contracts.reports import (
     JobCreateBatch,
@@ -91,7 +91,7 @@ def register_jobs(body: JobCreateBatch, tenant: TenantDep, session: SessionDep) 
             valid.append((len(outcomes), job, _checked_image(job, tenant)))
             outcomes.append(None)
         except DomainError as exc:
-            outcomes.append(JobCreateOutcome(error=_detail(exc)))
+            outcomes.append(JobCreateOutcome(error=error_detail(exc)))
     try:
         created = create_jobs(session, tenant, [(job, image) for _, job, image in valid])
         for (index, _, _), (row, new) in zip(valid, created, strict=True):
@@ -104,12 +104,8 @@ def register_jobs(body: JobCreateBatch, tenant: TenantDep, session: SessionDep) 
                 outcomes[index] = JobCreateOutcome(job=view, replayed=replay)
             except DomainError as exc:
                 session.rollback()
-                outcomes[index] = JobCreateOutcome(error=_detail(exc))
+                outcomes[index] = JobCreateOutcome(error=error_detail(exc))
     return JobCreateBatchResult(results=[o for o in outcomes if o is not None])
-
-
-def _detail(exc: DomainError) -> ErrorDetail:
-    return ErrorDetail(code=exc.code, message=exc.message, details=exc.details)
 
 
 @router.get("/internal/v1/jobs/{job_id}")

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Path, Query
 
 from contracts.bundle import TriageLevel
-from contracts.errors import DomainError, ErrorDetail
+from contracts.errors import DomainError, error_detail
 from contracts.jobs import JobStatus
 from contracts.ood import OodDecision
 from contracts.reports import (
@@ -89,8 +89,7 @@ def put_reports(body: ReportUpsertBatch, tenant: TenantDep, session: SessionDep)
 
 
 def _failed(report: ReportUpsert, exc: DomainError) -> ReportUpsertOutcome:
-    error = ErrorDetail(code=exc.code, message=exc.message, details=exc.details)
-    return ReportUpsertOutcome(job_id=report.job_id, error=error)
+    return ReportUpsertOutcome(job_id=report.job_id, error=error_detail(exc))
 
 
 @router.get("/internal/v1/reports")
