@@ -64,6 +64,14 @@ class StoredImage(BaseModel):
     data_b64: str = Field(description="base64 of the re-encoded bytes")
 
 
+# Failures that mean "never queued": the job's task never reached the broker, so an
+# Idempotency-Key retry of the same request queues it after all (and nothing else does).
+# - queue.unavailable: the broker refused the gateway's publish;
+# - registration.timeout: reports committed the registration only after the gateway had given up
+#   waiting (and answered its client an error), so the gateway never queued it.
+UNQUEUED_ERROR_CODES = frozenset({"queue.unavailable", "registration.timeout"})
+
+
 class JobCreate(BaseModel):
     """Gateway -> reports: register a job before it is queued."""
 
@@ -74,6 +82,13 @@ class JobCreate(BaseModel):
     metadata: ImageMetadata = Field(default_factory=ImageMetadata)
     image: StoredImage
     filename: str | None = None
+    register_within_ms: int | None = Field(
+        default=None,
+        gt=0,
+        description="how long the caller waits for the answer: a registration that takes longer "
+        "(a hung database) is recorded failed `registration.timeout` instead of being left queued "
+        "with no task, since the caller has told its client the upload failed",
+    )
 
 
 class InferenceTask(BaseModel):

@@ -137,18 +137,35 @@ class JobCreateBatchResult(BaseModel):
     results: list[JobCreateOutcome]
 
 
-class JobsRunning(BaseModel):
-    """Worker -> reports: these jobs (one tenant) have started (queued -> running, else unchanged)."""
+# The worker's hold on a running job: past `lease_expires_at` the reports sweeper takes the job
+# back (queued again, its task re-published), since the worker that held it is presumed dead.
+MAX_LEASE_SECONDS = 3600
+
+
+class JobLease(BaseModel):
+    """Worker -> reports: this job has started (queued -> running) or is being tried again (its
+    lease renewed); the worker expects to finish or retry it within `lease_seconds`."""
+
+    lease_seconds: int | None = Field(
+        default=None, ge=1, le=MAX_LEASE_SECONDS, description="None: the reports service's default"
+    )
+
+
+class JobsRunning(JobLease):
+    """Worker -> reports: these jobs (one tenant) have started or are tried again (queued or
+    running -> running with a fresh lease; ended jobs unchanged)."""
 
     job_ids: list[str] = Field(min_length=1, max_length=MAX_REPORT_BATCH)
 
 
 class JobsRunningResult(BaseModel):
-    """How many of the jobs became running, and which already have their result (done or
-    rejected: a redelivered task skips them)."""
+    """How many of the jobs became running, and which have ended (done, rejected or failed: a
+    redelivered task skips them)."""
 
     changed: int
-    finished: dict[str, JobStatus] = Field(default_factory=dict, description="job id -> done | rejected")
+    finished: dict[str, JobStatus] = Field(
+        default_factory=dict, description="job id -> done | rejected | failed"
+    )
 
 
 class JobFailure(BaseModel):

@@ -13,3 +13,7 @@ INFERENCE_QUEUE = "inference"
 PAYLOAD_KWARG = "payload"
 # Task header with the request id, for a payload that carries none (queued by an older gateway).
 REQUEST_ID_TASK_HEADER = "request_id"
+# kwargs[FIRST_ATTEMPT_KWARG]: when the task's first attempt started (Unix seconds), added by the
+# worker to its own retries so that their time budget (INFERENCE_RETRY_WINDOW_SECONDS) counts from
+# the first attempt, not from a retry; absent on a message the gateway (or the sweeper) queued.
+FIRST_ATTEMPT_KWARG = "first_attempt_at"

@@ -105,6 +105,7 @@ def fleet_env(layout: Layout, environ: Mapping[str, str]) -> dict[str, str]:
         "GATEWAY_BROKER_URL": broker,
         "OOD_BUNDLE_DIR": DEFAULT_BUNDLE,
         "INFERENCE_BROKER_URL": broker,
+        "REPORTS_BROKER_URL": broker,
         "INFERENCE_BUNDLE_DIR": DEFAULT_BUNDLE,
         "INFERENCE_OOD_URL": f"http://127.0.0.1:{ports['ood']}",
         "INFERENCE_REPORTS_URL": f"http://127.0.0.1:{ports['reports']}",

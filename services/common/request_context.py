@@ -21,6 +21,16 @@ from services.common.errors import ErrorObserver, error_response
 from services.common.request_id import REQUEST_ID_HEADER, STATE_KEY, accept_request_id, bound_request_id
 
 UNMATCHED_ROUTE = "unmatched"
+# request.state.received_at: time.perf_counter() when the request reached this service, for
+# handlers that must know how long their caller has been waiting (`seconds_waiting`).
+RECEIVED_AT_KEY = "received_at"
+
+
+def seconds_waiting(state: object) -> float:
+    """Seconds since the request with this `request.state` reached the service (0 outside the
+    middleware)."""
+    began = getattr(state, RECEIVED_AT_KEY, None)
+    return time.perf_counter() - began if isinstance(began, float) else 0.0
 
 
 class RequestObserver(ErrorObserver, Protocol):
@@ -51,8 +61,10 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = accept_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
+        began = time.perf_counter()
         state = scope.setdefault("state", {})
         state[STATE_KEY] = request_id
+        state[RECEIVED_AT_KEY] = began
         status = 500
         started = False
 
@@ -64,7 +76,6 @@ class RequestContextMiddleware:
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
-        began = time.perf_counter()
         with bound_request_id(request_id):
             try:
                 await self.app(scope, receive, send_with_id)

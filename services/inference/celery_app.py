@@ -10,7 +10,6 @@ clients once, in `worker_process_init` (prefork children and the solo pool both 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -19,18 +18,12 @@ from celery.signals import setup_logging, worker_init, worker_process_init, work
 from contracts.tasks import INFERENCE_CHUNK_TASK_NAME, INFERENCE_QUEUE, INFERENCE_TASK_NAME
 from model_bundle.loader import load_manifest
 from services.common.json_logging import configure_logging
+from services.common.task_queue import ensure_sqlite_dir
 from services.inference.config import Settings, get_settings
 from services.inference.json_logging import WorkerJsonFormatter
 from services.inference.resources import close_resources, init_resources
 
 log = logging.getLogger("services.inference.worker")
-
-
-def _ensure_sqlite_dir(broker_url: str) -> None:
-    """kombu's SQLAlchemy transport cannot create the directory of its SQLite file."""
-    prefix = "sqla+sqlite:///"
-    if broker_url.startswith(prefix) and broker_url != prefix:
-        Path(broker_url.removeprefix(prefix)).parent.mkdir(parents=True, exist_ok=True)
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
@@ -53,7 +46,7 @@ EMBEDDED_POLLING_INTERVAL_S = 0.05
 
 def create_celery_app(settings: Settings) -> Celery:
     """A Celery app configured for at-least-once, idempotent, one-at-a-time inference."""
-    _ensure_sqlite_dir(settings.broker_url)
+    ensure_sqlite_dir(settings.broker_url)
     if settings.broker_url.startswith("sqla+"):
         from kombu.transport import sqlalchemy as kombu_sqlalchemy
 

@@ -13,6 +13,7 @@ from contracts.secrets import InternalToken
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "2.0.0"
 EMBEDDED_BROKER_URL = "sqla+sqlite:///var/celery-broker.db"
+LEASE_MARGIN_SECONDS = 15
 
 
 class Settings(BaseSettings):
@@ -27,13 +28,20 @@ class Settings(BaseSettings):
     internal_token: InternalToken
     ort_threads: int = Field(default=1, ge=1, le=64, description="ONNX Runtime intra-op threads per process")
     http_timeout_seconds: float = Field(default=10.0, gt=0)
-    max_retries: int = Field(default=5, ge=0, le=20, description="retries of transient failures, then fail")
-    retry_backoff_seconds: int = Field(default=2, ge=1, description="first retry delay; doubles each time")
-    retry_backoff_max_seconds: int = Field(default=60, ge=1)
-    task_soft_time_limit: int = Field(default=60, gt=0, description="s; the task gets to report failure")
-    task_time_limit: int = Field(default=90, gt=0, description="s; the process running the task is killed")
+    # Transient failures (OOD, reports or their database down) are retried for a time, not a
+    # count: 10 minutes outlasts a 5-minute outage with room for the last backoff.
+    retry_window_seconds: int = Field(
+        default=600, ge=0, description="s from the first attempt during which transient failures are retried"
+    )
+    retry_backoff_seconds: int = Field(default=1, ge=1, description="first retry delay; doubles each time")
+    retry_backoff_max_seconds: int = Field(default=30, ge=1, description="cap of one retry delay")
+    # A micro-batch takes well under a second (bench/README.md); the limits only catch a hang.
+    task_soft_time_limit: int = Field(default=30, gt=0, description="s; the task gets to report failure")
+    task_time_limit: int = Field(default=45, gt=0, description="s; the process running the task is killed")
     broker_visibility_timeout: int = Field(
-        default=3600, gt=0, description="s; Redis redelivers an unacked task after this"
+        default=300,
+        gt=0,
+        description="s; Redis redelivers an unacked task after this (a retry's delay counts too)",
     )
     log_level: str = "INFO"
 
@@ -44,14 +52,27 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
 
+    @property
+    def lease_seconds(self) -> int:
+        """How long a job this worker marked running stays its own before the reports sweeper takes
+        it back: one attempt (the hard time limit) plus the longest wait before the next attempt
+        (which renews it), plus a margin for the calls in between."""
+        return self.task_time_limit + self.retry_backoff_max_seconds + LEASE_MARGIN_SECONDS
+
     @model_validator(mode="after")
     def _limits_ordered(self) -> Settings:
         # A task still running when the visibility timeout expires is delivered to a second
-        # worker as well (acks_late), so both time limits must end it before that.
+        # worker as well (acks_late), so both time limits must end it before that; a retry waits
+        # its delay as an unacked message, so the longest delay must end before it too.
         if not self.task_soft_time_limit < self.task_time_limit < self.broker_visibility_timeout:
             raise ValueError(
                 "need task_soft_time_limit < task_time_limit < broker_visibility_timeout, got "
                 f"{self.task_soft_time_limit}, {self.task_time_limit}, {self.broker_visibility_timeout}"
+            )
+        if not self.retry_backoff_max_seconds + self.task_time_limit < self.broker_visibility_timeout:
+            raise ValueError(
+                "need retry_backoff_max_seconds + task_time_limit < broker_visibility_timeout, got "
+                f"{self.retry_backoff_max_seconds} + {self.task_time_limit}, {self.broker_visibility_timeout}"
             )
         return self
 

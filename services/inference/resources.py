@@ -40,7 +40,9 @@ def build_resources(settings: Settings) -> WorkerResources:
     resources = WorkerResources(
         predictor=predictor,
         ood=HttpOodClient(settings.ood_url, token, settings.http_timeout_seconds),
-        reports=HttpReportsClient(settings.reports_url, token, settings.http_timeout_seconds),
+        reports=HttpReportsClient(
+            settings.reports_url, token, settings.http_timeout_seconds, lease_seconds=settings.lease_seconds
+        ),
         finished=finish_notifier(settings.broker_url),
     )
     ref = predictor.model_ref

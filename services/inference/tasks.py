@@ -1,17 +1,21 @@
 """Celery task `inference.predict`: parse the message, run the pipeline, own the retries.
 
 Transient failures (an internal service timed out, was unreachable or answered 5xx/429) are
-retried with exponential backoff and full jitter, at most `INFERENCE_MAX_RETRIES` times. When
-the task fails for good (retries exhausted, a permanent error such as a corrupt payload or a 4xx,
-a soft time limit, or a bug) `on_failure` records the job as failed in the reports service with
-a machine-readable error_code, so no job is left queued forever.
+retried with capped exponential backoff and jitter for `INFERENCE_RETRY_WINDOW_SECONDS` from the
+first attempt (a time budget, not a count: a 5-minute outage is outlasted however the delays
+fall). When the task fails for good (window spent, a permanent error such as a corrupt payload or
+a 4xx, a soft time limit, or a bug) `on_failure` records the job as failed in the reports service
+with a machine-readable error_code. If even that cannot be recorded, the job's lease runs out and
+the reports sweeper takes it back, so no job is left queued or running forever.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections import Counter
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from billiard.einfo import ExceptionInfo
 from celery import Task
@@ -22,6 +26,7 @@ from contracts.errors import DomainError
 from contracts.jobs import InferenceChunk, InferenceTask, JobStatus
 from contracts.reports import JobFailure
 from contracts.tasks import (
+    FIRST_ATTEMPT_KWARG,
     INFERENCE_CHUNK_TASK_NAME,
     INFERENCE_TASK_NAME,
     PAYLOAD_KWARG,
@@ -93,6 +98,14 @@ def failure_code(exc: BaseException) -> tuple[str, str]:
     return "internal", "unexpected error in the inference worker"
 
 
+def final_failure(exc: BaseException, retries: int) -> tuple[str, str]:
+    """`failure_code` of the exception that ended a task, saying so when retries ran out."""
+    code, message = failure_code(exc)
+    if isinstance(exc, TransientError):
+        message = f"gave up after {retries} retries in {settings.retry_window_seconds} s: {message}"
+    return code, message
+
+
 def record_failures(jobs: list[tuple[str, str]], code: str, message: str, request_id: str) -> None:
     """Record each (job_id, tenant_id) as failed with reports and announce those recorded; best
     effort, since reports may be what failed (reports never lets a failure override a result)."""
@@ -108,14 +121,36 @@ def record_failures(jobs: list[tuple[str, str]], code: str, message: str, reques
     get_resources().finished.notify(recorded)
 
 
-# Both tasks retry transient failures alike: exponential backoff with full jitter, capped.
-_RETRIES: dict[str, Any] = {
-    "autoretry_for": (TransientError,),
-    "max_retries": settings.max_retries,
-    "retry_backoff": settings.retry_backoff_seconds,
-    "retry_backoff_max": settings.retry_backoff_max_seconds,
-    "retry_jitter": True,
-}
+# Unix seconds; a module attribute so that tests can move time on.
+clock = time.time
+
+# Both tasks retry transient failures alike (`retry_transient`); the count is unbounded, the
+# time is not.
+_RETRIES: dict[str, Any] = {"max_retries": None}
+
+
+def retry_delay(retries: int, base_seconds: float, cap_seconds: float) -> float:
+    """The wait before retry number `retries + 1`: base * 2**retries, capped, then a random half of
+    it dropped ("equal jitter": workers that failed together do not come back together, and no
+    retry comes back at once)."""
+    capped = min(float(cap_seconds), base_seconds * 2.0 ** min(retries, 30))
+    return capped / 2 + random.uniform(0, capped / 2)
+
+
+def retry_transient(task: Task, exc: TransientError, payload: dict[str, Any], started: float) -> NoReturn:
+    """Retry the task later while the retry window from its first attempt (`started`, Unix
+    seconds) allows; else raise `exc`, which fails the task (`on_failure` records it)."""
+    delay = retry_delay(
+        task.request.retries, settings.retry_backoff_seconds, settings.retry_backoff_max_seconds
+    )
+    if clock() + delay - started > settings.retry_window_seconds:
+        raise exc
+    raise task.retry(exc=exc, countdown=delay, kwargs={PAYLOAD_KWARG: payload, FIRST_ATTEMPT_KWARG: started})
+
+
+def first_attempt(started: float | None) -> float:
+    """When the task's first attempt began: carried by a retry, else now."""
+    return started if started is not None else clock()
 
 
 class PredictTask(Task):  # type: ignore[misc]  # celery ships no type hints
@@ -161,10 +196,7 @@ class PredictTask(Task):  # type: ignore[misc]  # celery ships no type hints
     ) -> None:
         """Record the job as failed; best effort, since the reports service may be what failed."""
         job_id, tenant_id, request_id = self.message_ids(task_id, args, kwargs)
-        code, message = failure_code(exc)
-        retries = self.request.retries
-        if isinstance(exc, TransientError):
-            message = f"gave up after {retries} retries: {message}"
+        code, message = final_failure(exc, self.request.retries)
         with bound_request_id(request_id):
             log.error(
                 "task.failed",
@@ -183,8 +215,11 @@ class PredictTask(Task):  # type: ignore[misc]  # celery ships no type hints
     name=INFERENCE_TASK_NAME,
     **_RETRIES,
 )
-def predict(self: PredictTask, payload: dict[str, Any]) -> dict[str, str]:
+def predict(
+    self: PredictTask, payload: dict[str, Any], first_attempt_at: float | None = None
+) -> dict[str, str]:
     """Run one job (task id = job id) and upsert its report; returns the job id and status."""
+    started = first_attempt(first_attempt_at)
     job = parse_payload(payload)
     request_id = task_request_id(job.request_id, self.request)
     if request_id != job.request_id:
@@ -193,6 +228,8 @@ def predict(self: PredictTask, payload: dict[str, Any]) -> dict[str, str]:
         resources = get_resources()
         try:
             report, stored = run_job_stored(job, resources.predictor, resources.ood, resources.reports)
+        except TransientError as exc:
+            retry_transient(self, exc, payload, started)
         except AlreadyFinishedError as done:
             log.info(
                 "task.skipped_finished",
@@ -245,9 +282,7 @@ class PredictChunkTask(PredictTask):
         """Record each job of the chunk as failed; best effort, as for one job."""
         payload = (kwargs or {}).get(PAYLOAD_KWARG, args[0] if args else None)
         request_id = task_request_id(None, self.request)
-        code, message = failure_code(exc)
-        if isinstance(exc, TransientError):
-            message = f"gave up after {self.request.retries} retries: {message}"
+        code, message = final_failure(exc, self.request.retries)
         jobs = chunk_jobs(payload)
         with bound_request_id(request_id):
             log.error(
@@ -266,15 +301,21 @@ class PredictChunkTask(PredictTask):
     name=INFERENCE_CHUNK_TASK_NAME,
     **_RETRIES,
 )
-def predict_chunk(self: PredictChunkTask, payload: dict[str, Any]) -> dict[str, Any]:
+def predict_chunk(
+    self: PredictChunkTask, payload: dict[str, Any], first_attempt_at: float | None = None
+) -> dict[str, Any]:
     """Run a micro-batch of one tenant's jobs (`inference.predict_chunk`); a transient failure
     retries the whole chunk, and every write it repeats is idempotent on the job id."""
+    started = first_attempt(first_attempt_at)
     chunk = parse_chunk(payload)
     request_id = task_request_id(chunk.tasks[0].request_id, self.request)
     tasks = [t if t.request_id else t.model_copy(update={"request_id": request_id}) for t in chunk.tasks]
     with bound_request_id(request_id):
         resources = get_resources()
-        outcomes = run_chunk(tasks, resources.predictor, resources.ood, resources.reports)
+        try:
+            outcomes = run_chunk(tasks, resources.predictor, resources.ood, resources.reports)
+        except TransientError as exc:
+            retry_transient(self, exc, payload, started)
         resources.finished.notify([finished(o.job_id, tasks[0].tenant_id, o.status) for o in outcomes])
         statuses = Counter(outcome.status.value for outcome in outcomes)
         log.info(

@@ -12,6 +12,7 @@ from services.common.json_logging import COMMON_FIELDS
 from services.gateway.api.app import LOG_FIELDS as GATEWAY_FIELDS
 from services.inference.json_logging import LOG_FIELDS as INFERENCE_FIELDS
 from services.ood.api.app import LOG_FIELDS as OOD_FIELDS
+from services.reports.api.app import LOG_FIELDS as REPORTS_FIELDS
 
 SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
 LISTED = {
@@ -19,7 +20,7 @@ LISTED = {
     "gateway": GATEWAY_FIELDS,
     "inference": INFERENCE_FIELDS,
     "ood": OOD_FIELDS,
-    "reports": (),
+    "reports": REPORTS_FIELDS,
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import respx
 
-from contracts.jobs import InferenceTask
+from contracts.jobs import UNQUEUED_ERROR_CODES, InferenceTask
 from services.gateway.domain.errors import UpstreamUnavailableError
 
 REPORTS_URL = "http://reports.test"
@@ -197,7 +197,7 @@ class FakeReports:
         if not self._owned(request, job_id):
             return _error(404, "job.not_found")
         job = self.jobs[job_id]
-        if job["status"] == "failed" and job.get("error_code") == "queue.unavailable":
+        if job["status"] == "failed" and job.get("error_code") in UNQUEUED_ERROR_CODES:
             job["status"], job["error_code"] = "queued", None
         return httpx.Response(200, json=self._view(job_id))
 

@@ -176,14 +176,14 @@ async def test_queue_depth_is_the_number_of_messages_waiting_on_a_real_broker(
         broker_url = f"sqla+sqlite:///{tmp_path}/broker.db"
     publisher = CeleryTaskPublisher(build_celery_app(broker_url))
     try:
-        with publisher._app.connection_for_write() as connection:  # a clean queue on the scratch db
+        with publisher.queue.app.connection_for_write() as connection:  # a clean queue on the scratch db
             connection.default_channel.queue_purge("inference")
         before = await publisher.queue_depth()
         assert before is not None
         for _ in range(3):
             await publisher.publish(_task(uuid.uuid4().hex))
         assert await publisher.queue_depth() == before + 3
-        with publisher._app.connection_for_write() as connection:
+        with publisher.queue.app.connection_for_write() as connection:
             connection.default_channel.queue_purge("inference")
         assert await publisher.queue_depth() == 0
     finally:
@@ -209,7 +209,7 @@ async def test_with_a_real_broker_every_accepted_job_is_queued_and_every_refused
     assert all(a.headers.get("Retry-After") == "5" for a in answers[3:])
     accepted = {a.json()["job_id"] for a in answers[:3]}
     assert set(reports.jobs) == accepted  # nothing registered for the refused two
-    with broker._app.connection_for_read() as connection:
+    with broker.queue.app.connection_for_read() as connection:
         queue = connection.SimpleQueue("inference")
         queued = set()
         while queue.qsize():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 
 from tests.gateway import samples
+from tests.gateway.conftest import make_settings
 from tests.gateway.fakes import FakeReports, InMemoryPublisher
 
 
@@ -30,6 +31,32 @@ async def test_a_single_upload_retried_after_a_broker_outage_is_queued_then(
     assert retry.headers["Idempotent-Replay"] == "true"
     assert retry.json()["job_id"] == job_id and retry.json()["status"] == "queued"
     assert reports.jobs[job_id]["status"] == "queued"
+    assert [t.job_id for t in publisher.tasks] == [job_id]
+
+
+async def test_registrations_tell_reports_how_long_the_gateway_waits(
+    client: httpx.AsyncClient, reports: FakeReports
+) -> None:
+    await client.post("/v1/images", **_one("patience"))  # type: ignore[arg-type]
+
+    [job] = reports.jobs.values()
+    # The test settings' reports timeout less the margin: reports calls a registration late
+    # before this gateway has given up on it, never after.
+    assert 0 < job["body"]["register_within_ms"] < 1000 * make_settings().reports_timeout_seconds
+
+
+async def test_an_upload_whose_registration_committed_too_late_is_queued_by_its_retry(
+    client: httpx.AsyncClient, publisher: InMemoryPublisher, reports: FakeReports
+) -> None:
+    first = await client.post("/v1/images", **_one("late-1"))  # type: ignore[arg-type]
+    job_id = first.json()["job_id"]
+    publisher.tasks.clear()
+    # What reports records when the first registration committed after the gateway gave up.
+    reports.jobs[job_id].update(status="failed", error_code="registration.timeout")
+
+    retry = await client.post("/v1/images", **_one("late-1"))  # type: ignore[arg-type]
+
+    assert (retry.status_code, retry.json()["status"]) == (202, "queued")
     assert [t.job_id for t in publisher.tasks] == [job_id]
 
 

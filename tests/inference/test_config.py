@@ -58,11 +58,27 @@ def test_sqlalchemy_broker_gets_no_redis_transport_options(tmp_path: Path) -> No
     assert (tmp_path / "var").is_dir()
 
 
-def test_transient_errors_retry_with_capped_jittered_exponential_backoff() -> None:
-    assert predict.max_retries == 5
-    assert predict.retry_backoff >= 1
-    assert predict.retry_jitter is True
-    assert predict.retry_backoff_max <= 600
+def test_transient_errors_are_retried_for_a_time_window_not_a_count() -> None:
+    settings = Settings(internal_token=TOKEN)
+
+    assert predict.max_retries is None
+    # Outlasts a 5-minute outage, with room for the last (capped) delay.
+    assert settings.retry_window_seconds >= 300 + settings.retry_backoff_max_seconds
+    assert settings.retry_backoff_max_seconds + settings.task_time_limit < settings.broker_visibility_timeout
+
+
+def test_the_lease_covers_one_attempt_and_the_longest_wait_before_the_next() -> None:
+    settings = Settings(
+        internal_token=TOKEN, task_soft_time_limit=20, task_time_limit=30, retry_backoff_max_seconds=40
+    )
+
+    assert settings.lease_seconds > 30 + 40
+
+
+def test_a_retry_delay_longer_than_the_visibility_timeout_allows_is_refused() -> None:
+    # Redis would hand the waiting retry to another worker while the first still holds it.
+    with pytest.raises(ValidationError, match="retry_backoff_max_seconds"):
+        Settings(internal_token=TOKEN, retry_backoff_max_seconds=280, broker_visibility_timeout=300)
 
 
 def test_app_built_from_settings_takes_their_limits(tiny_bundle_dir: Path) -> None:
@@ -71,6 +87,7 @@ def test_app_built_from_settings_takes_their_limits(tiny_bundle_dir: Path) -> No
         broker_url="redis://127.0.0.1:6379/0",
         task_soft_time_limit=5,
         task_time_limit=7,
+        retry_backoff_max_seconds=1,
         broker_visibility_timeout=9,
     )
 
@@ -100,11 +117,11 @@ def test_missing_internal_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_settings_are_read_from_inference_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INFERENCE_ORT_THREADS", "3")
-    monkeypatch.setenv("INFERENCE_MAX_RETRIES", "2")
+    monkeypatch.setenv("INFERENCE_RETRY_WINDOW_SECONDS", "120")
 
     settings = Settings()  # type: ignore[call-arg]  # from the environment
 
-    assert (settings.ort_threads, settings.max_retries) == (3, 2)
+    assert (settings.ort_threads, settings.retry_window_seconds) == (3, 120)
 
 
 def test_default_bundle_is_the_shipped_effnet_lite0() -> None:

@@ -12,9 +12,10 @@ import respx
 from celery.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_retry
 
+from services.inference import tasks
 from services.inference.domain.errors import UpstreamUnavailableError
 from services.inference.resources import WorkerResources
-from services.inference.tasks import failure_code, predict
+from services.inference.tasks import failure_code, predict, retry_delay
 from tests.inference.conftest import JOB_ID, REPORTS_URL, TENANT_ID, verdict
 
 
@@ -113,18 +114,37 @@ def test_reports_5xx_on_upsert_is_retried_and_the_same_report_is_put_again(
     assert mocked["report_put"].call_count == 2
 
 
-def test_unreachable_ood_after_the_retry_cap_reports_the_job_failed(
-    payload: dict[str, Any], resources: WorkerResources, mocked: respx.MockRouter, retries: list[Any]
+class SteppingClock:
+    """Unix time that moves `step` seconds on at every reading (eager retries do not wait)."""
+
+    def __init__(self, start: float, step: float) -> None:
+        self.now, self.step = start, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_unreachable_ood_is_retried_until_the_window_is_spent_then_reported_failed(
+    payload: dict[str, Any],
+    resources: WorkerResources,
+    mocked: respx.MockRouter,
+    retries: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     mocked["ood"].side_effect = httpx.ConnectError("refused")
+    clock = SteppingClock(start=1_000_000.0, step=45.0)
+    monkeypatch.setattr(tasks, "clock", clock)
 
     result = _apply(payload)
 
-    cap = predict.max_retries
-    assert cap == 5
     assert result.failed()
-    assert mocked["ood"].call_count == cap + 1
-    assert len(retries) == cap
+    window = tasks.settings.retry_window_seconds
+    # One reading per attempt, 45 s apart: the retries fit in the window, and no more would have.
+    assert window // 45 - 1 <= len(retries) <= window // 45
+    assert mocked["ood"].call_count == len(retries) + 1
+    # Every retry counts from the first attempt, not from itself.
+    assert {retry.sig.kwargs["first_attempt_at"] for retry in retries} == {1_000_045.0}
     assert not mocked["report_put"].called
     assert mocked["job_fail"].call_count == 1
     failure = _failure(mocked)
@@ -132,6 +152,16 @@ def test_unreachable_ood_after_the_retry_cap_reports_the_job_failed(
     assert failure["tenant_id"] == TENANT_ID
     assert failure["error_code"] == "upstream.unavailable"
     assert str(mocked["job_fail"].calls.last.request.url) == f"{REPORTS_URL}/internal/v1/jobs/{JOB_ID}/fail"
+
+
+@pytest.mark.parametrize("retries_so_far", [0, 1, 3, 6, 40])
+def test_retry_delays_double_up_to_the_cap_and_keep_at_least_half(retries_so_far: int) -> None:
+    capped = min(30.0, 1.0 * 2**retries_so_far)
+
+    delays = [retry_delay(retries_so_far, 1.0, 30.0) for _ in range(200)]
+
+    assert all(capped / 2 <= delay <= capped for delay in delays)
+    assert len(set(delays)) > 1  # jittered
 
 
 def test_ood_4xx_fails_the_job_at_once_with_the_downstream_code(

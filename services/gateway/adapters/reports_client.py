@@ -47,11 +47,19 @@ class Blob:
     media_type: str
 
 
+def register_within_ms(timeout_seconds: float) -> int:
+    """What a registration tells reports about the gateway's patience: its timeout less a margin
+    (1 s, at most half of it) for the network and the clocks of two processes, so that reports
+    counts a registration as late a little before the gateway has given up, never after."""
+    return max(1, int(1000 * max(timeout_seconds / 2, timeout_seconds - 1.0)))
+
+
 class ReportsClient:
     """Typed calls to `/internal/v1/...`; one instance (one connection pool) per process."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx.AsyncClient, register_within_ms: int | None = None) -> None:
         self._http = http
+        self._register_within_ms = register_within_ms
 
     @classmethod
     def create(cls, base_url: str, internal_token: str, timeout_seconds: float) -> ReportsClient:
@@ -62,7 +70,7 @@ class ReportsClient:
             timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 3.0)),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
-        return cls(http)
+        return cls(http, register_within_ms(timeout_seconds))
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -92,7 +100,7 @@ class ReportsClient:
             "/internal/v1/jobs",
             tenant_id=job.tenant_id,
             request_id=request_id,
-            json=job.model_dump(mode="json"),
+            json=self._with_deadline(job).model_dump(mode="json"),
             headers=headers,
         )
         return _parse(JobView, response), _is_replay(response)
@@ -106,7 +114,7 @@ class ReportsClient:
             "/internal/v1/jobs/bulk",
             tenant_id=tenant_id,
             request_id=request_id,
-            json=JobCreateBatch(jobs=jobs).model_dump(mode="json"),
+            json=JobCreateBatch(jobs=[self._with_deadline(job) for job in jobs]).model_dump(mode="json"),
         )
         results = _parse(JobCreateBatchResult, response).results
         # A replay answers the original job (another id), so only the count can be checked.
@@ -118,6 +126,12 @@ class ReportsClient:
                 {"dependency": "reports", "contract": JobCreateBatchResult.__name__},
             )
         return results
+
+    def _with_deadline(self, job: JobCreate) -> JobCreate:
+        """The registration, telling reports how long this client waits for its answer."""
+        if self._register_within_ms is None or job.register_within_ms is not None:
+            return job
+        return job.model_copy(update={"register_within_ms": self._register_within_ms})
 
     async def requeue_job(self, tenant_id: str, job_id: str, *, request_id: str) -> JobView:
         """A job that was never queued goes back to `queued` (others are answered unchanged)."""

@@ -13,7 +13,14 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from contracts.errors import DomainError
-from contracts.jobs import ImageMetadata, InferenceTask, JobCreate, JobStatus, StoredImage
+from contracts.jobs import (
+    UNQUEUED_ERROR_CODES,
+    ImageMetadata,
+    InferenceTask,
+    JobCreate,
+    JobStatus,
+    StoredImage,
+)
 from contracts.notifications import JobFinished
 from contracts.reports import JobFailure, JobView
 from services.gateway.adapters.finish_listener import FinishListener
@@ -56,9 +63,10 @@ def batch_id_for(tenant_id: str, idempotency_key: str) -> str:
     return hashlib.sha256(f"{tenant_id}\x00{idempotency_key}".encode()).hexdigest()[:32]
 
 
-# A job that failed with this code never reached the broker (the first attempt's publish failed):
-# an Idempotency-Key retry queues it. A job still `queued` is left to its message (re-publishing
-# it on every replay would duplicate work for nothing).
+# A job failed with one of UNQUEUED_ERROR_CODES never reached the broker (the first attempt's
+# publish failed, or its registration outlasted this gateway's patience): an Idempotency-Key retry
+# queues it. A job still `queued` is left to its message, or to the reports sweeper when that
+# message was lost (re-publishing it on every replay would duplicate work for nothing).
 UNQUEUED_ERROR_CODE = "queue.unavailable"
 
 
@@ -72,7 +80,7 @@ async def replay_task(
 ) -> tuple[JobView, InferenceTask | None]:
     """For an Idempotency-Key retry: a job that had failed for want of a queue, set back to queued,
     and its task to queue now; any other job as it is, and None."""
-    if job.status != JobStatus.failed or job.error_code != UNQUEUED_ERROR_CODE:
+    if job.status != JobStatus.failed or job.error_code not in UNQUEUED_ERROR_CODES:
         return job, None
     job = await context.reports.requeue_job(tenant_id, job.job_id, request_id=request_id)
     if job.status != JobStatus.queued:

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from contracts.jobs import JobStatus
 from contracts.reports import (
     JobFailure,
+    JobLease,
     JobsRunning,
     JobsRunningResult,
     JobView,
@@ -25,17 +26,25 @@ class HttpReportsClient:
     """Implements domain.ports.ReportsClient over HTTP."""
 
     def __init__(
-        self, base_url: str, token: str, timeout_seconds: float, transport: httpx.BaseTransport | None = None
+        self,
+        base_url: str,
+        token: str,
+        timeout_seconds: float,
+        transport: httpx.BaseTransport | None = None,
+        lease_seconds: int | None = None,
     ) -> None:
         self._http = InternalHttpClient("reports", base_url, token, timeout_seconds, transport)
+        # How long a job this worker marks running stays its own (None: reports' default).
+        self._lease_seconds = lease_seconds
 
     def mark_running(self, job_id: str, *, tenant_id: str, request_id: str | None) -> JobStatus | None:
-        """Tell the reports service the job has started, so the dashboard shows it running; the
-        job's status now (None if reports' answer was not a JobView)."""
+        """Tell the reports service the job has started (or is tried again), so the dashboard shows
+        it running and the sweeper leaves it to this worker for the lease; the job's status now
+        (None if reports' answer was not a JobView)."""
         response = self._http.send(
             "POST",
             f"/internal/v1/jobs/{quote(job_id, safe='')}/running",
-            body=None,
+            body=JobLease(lease_seconds=self._lease_seconds).model_dump(mode="json"),
             tenant_id=tenant_id,
             request_id=request_id,
         )
@@ -64,7 +73,7 @@ class HttpReportsClient:
     ) -> dict[str, JobStatus]:
         """Tell the reports service a micro-batch has started (one call for all its jobs); the
         jobs among them that already have their result, with it (none if the answer is unreadable)."""
-        body = JobsRunning(job_ids=job_ids).model_dump(mode="json")
+        body = JobsRunning(job_ids=job_ids, lease_seconds=self._lease_seconds).model_dump(mode="json")
         response = self._http.send(
             "POST", "/internal/v1/jobs/running", body=body, tenant_id=tenant_id, request_id=request_id
         )

@@ -145,8 +145,8 @@ def run_job_stored(
     t_decoded = clock()
     current = reports.mark_running(task.job_id, tenant_id=task.tenant_id, request_id=task.request_id)
     if current in FINISHED:
-        # A redelivered task (a worker died after finishing, a visibility timeout): run it again
-        # never; the first result stands.
+        # A redelivered task (a worker died after finishing, a visibility timeout, the sweeper):
+        # run it again never; the first result, or the failure the client was told, stands.
         raise AlreadyFinishedError(task.job_id, current)
     t_marked = clock()
     raw = predictor.run([image], [model_context(task.clinical)])[0]
@@ -168,8 +168,8 @@ def run_job_stored(
     return report, stored
 
 
-# Statuses after which a job is never run again.
-FINISHED = frozenset({JobStatus.done, JobStatus.rejected})
+# Statuses after which a job is never run again (unless reports re-queues it first).
+FINISHED = frozenset({JobStatus.done, JobStatus.rejected, JobStatus.failed})
 
 
 class AlreadyFinishedError(Exception):

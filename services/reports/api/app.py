@@ -8,31 +8,49 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.app_settings import install_settings
 from services.common.errors import install_error_handlers
 from services.common.internal_docs import internal_fastapi
 from services.common.json_logging import JsonFormatter, configure_logging
 from services.common.request_context import RequestContextMiddleware
+from services.common.task_queue import TaskQueue
 from services.reports.api.deps import require_internal_token
 from services.reports.api.routes import auth, batches, health, jobs, reports
 from services.reports.config import Settings, get_settings
 from services.reports.db.engine import make_engine, make_sessionmaker
+from services.reports.sweeper import Sweeper
+
+# The sweeper's own line fields (sweeper.py), besides the common ones.
+LOG_FIELDS = ("queue_depth", "republished", "abandoned")
+
+
+def start_sweeper(sessions: sessionmaker[Session], settings: Settings) -> Sweeper | None:
+    """The sweeper's thread, when a broker is configured and the interval is not 0."""
+    if settings.broker_url is None or settings.sweep_interval_seconds <= 0:
+        return None
+    sweeper = Sweeper(sessions, TaskQueue.from_broker_url(settings.broker_url), settings)
+    sweeper.start()
+    return sweeper
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; without `settings`, read them from the environment (failing fast)."""
     resolved = settings if settings is not None else get_settings()
-    configure_logging(JsonFormatter("reports"))
+    configure_logging(JsonFormatter("reports", fields=LOG_FIELDS))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(resolved.database_url)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        sweeper = start_sweeper(app.state.sessionmaker, resolved)
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.stop()
             engine.dispose()
 
     app = internal_fastapi(

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from contracts.jobs import JobCreate, JobStatus
+from contracts.jobs import UNQUEUED_ERROR_CODES, JobCreate, JobStatus
 from services.reports.db.batches import get_batch
 from services.reports.db.models import Job, Report
 from services.reports.db.types import utc_now
 from services.reports.domain.errors import JobConflictError, JobNotFoundError
-from services.reports.domain.lifecycle import FINAL_STATUSES, may_mark_failed, may_mark_running
+from services.reports.domain.lifecycle import ENDED_STATUSES, may_mark_failed, may_mark_running
 from services.reports.domain.listing import ReportFilters
 
 
@@ -122,53 +122,75 @@ def create_jobs(
     return results
 
 
-def mark_running(session: Session, tenant_id: str, job_id: str) -> Job:
-    """queued -> running; any other status is left as it is (redeliveries are harmless)."""
+def mark_running(session: Session, tenant_id: str, job_id: str, lease_seconds: int) -> Job:
+    """queued -> running, or a running job's lease renewed (the worker tries it again), held for
+    `lease_seconds` from now; a finished or failed job is left as it is (redeliveries are harmless)."""
     job = get_job(session, tenant_id, job_id)
     if may_mark_running(JobStatus(job.status)):
+        now = utc_now()
         job.status = JobStatus.running.value
-        job.updated_at = utc_now()
+        job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        job.updated_at = now
         session.commit()
     return job
 
 
 def mark_many_running(
-    session: Session, tenant_id: str, job_ids: list[str]
+    session: Session, tenant_id: str, job_ids: list[str], lease_seconds: int
 ) -> tuple[int, dict[str, JobStatus]]:
-    """queued -> running for those of `job_ids` that are the tenant's and queued, in one UPDATE;
-    returns how many changed, and which of them already have their result (done or rejected: a
-    redelivered task must not run them again)."""
+    """`mark_running` for those of `job_ids` that are the tenant's, in one UPDATE; returns how
+    many changed, and which of them have ended (done, rejected or failed: a redelivered task must
+    not run them again)."""
+    now = utc_now()
     result = session.execute(
         update(Job)
-        .where(Job.tenant_id == tenant_id, Job.id.in_(job_ids), Job.status == JobStatus.queued.value)
-        .values(status=JobStatus.running.value, updated_at=utc_now())
+        .where(
+            Job.tenant_id == tenant_id,
+            Job.id.in_(job_ids),
+            Job.status.in_([JobStatus.queued.value, JobStatus.running.value]),
+        )
+        .values(
+            status=JobStatus.running.value,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            updated_at=now,
+        )
         .execution_options(synchronize_session=False)
     )
     finished = session.execute(
         select(Job.id, Job.status).where(
             Job.tenant_id == tenant_id,
             Job.id.in_(job_ids),
-            Job.status.in_([s.value for s in FINAL_STATUSES]),
+            Job.status.in_([s.value for s in ENDED_STATUSES]),
         )
     ).all()
     session.commit()
     return int(getattr(result, "rowcount", 0) or 0), {row.id: JobStatus(row.status) for row in finished}
 
 
-# Failures that mean "never queued": a retry of the same request may queue the job after all.
-UNQUEUED_ERROR_CODES = frozenset({"queue.unavailable"})
-
-
 def requeue(session: Session, tenant_id: str, job_id: str) -> Job:
-    """failed (because it was never queued) -> queued, for a retry that will queue it now; any
-    other job is left as it is."""
+    """failed (because it was never queued, `UNQUEUED_ERROR_CODES`) -> queued, for a retry that
+    will queue it now; any other job is left as it is."""
     job = get_job(session, tenant_id, job_id)
     if job.status == JobStatus.failed.value and job.error_code in UNQUEUED_ERROR_CODES:
+        now = utc_now()
         job.status = JobStatus.queued.value
         job.error_code = None
-        job.updated_at = utc_now()
+        job.enqueued_at = now
+        job.updated_at = now
         session.commit()
     return job
+
+
+def fail_unqueued(session: Session, job_ids: list[str], error_code: str) -> None:
+    """Mark these just-registered jobs failed with an `UNQUEUED_ERROR_CODES` code, where still
+    queued (no task was ever sent for them; an Idempotency-Key retry re-queues them)."""
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.status == JobStatus.queued.value)
+        .values(status=JobStatus.failed.value, error_code=error_code, updated_at=utc_now())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
 
 
 def mark_failed(session: Session, tenant_id: str, job_id: str, error_code: str) -> Job:

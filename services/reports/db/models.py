@@ -91,6 +91,9 @@ class Job(Base):
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_tenant_patient", "tenant_id", "patient_ref", "created_at"),
         Index("ix_jobs_tenant_status", "tenant_id", "status", "created_at"),
+        # The sweeper's two questions (services/reports/sweeper.py), across tenants.
+        Index("ix_jobs_status_enqueued", "status", "enqueued_at"),
+        Index("ix_jobs_status_lease", "status", "lease_expires_at"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -112,6 +115,13 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now, onupdate=utc_now)
+    # Convergence (migration 0005). enqueued_at: when the job was last handed to the queue
+    # (registered, re-queued, or re-published by the sweeper); lease_expires_at: until when the
+    # worker that marked it running holds it; redrives: how often the sweeper took it back.
+    # enqueued_at is set on every job written since (nullable only for the migration's sake).
+    enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=utc_now)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    redrives: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     report: Mapped[Report | None] = relationship(back_populates="job", lazy="selectin")
 

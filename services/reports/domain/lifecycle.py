@@ -7,11 +7,15 @@ from contracts.jobs import JobStatus
 # A stored result is final: a late failure or a redelivered "running" never overwrites it.
 FINAL_STATUSES = frozenset({JobStatus.done, JobStatus.rejected})
 REPORT_STATUSES = FINAL_STATUSES
+# Statuses a worker never runs a job in: its result stands, or it was given up (which the client
+# may already have been told); only an explicit re-queue (an Idempotency-Key retry) runs it again.
+ENDED_STATUSES = FINAL_STATUSES | {JobStatus.failed}
 
 
 def may_mark_running(current: JobStatus) -> bool:
-    """Only a queued job starts running; later states are never moved backwards."""
-    return current == JobStatus.queued
+    """A queued job starts running; a running one is tried again (its lease renewed); finished
+    and failed jobs are never moved backwards."""
+    return current in (JobStatus.queued, JobStatus.running)
 
 
 def may_mark_failed(current: JobStatus) -> bool:

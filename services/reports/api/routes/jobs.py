@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path, Response, status
+from fastapi import Path, Request, Response, status
 from sqlalchemy.orm import Session
 
 from contracts.errors import DomainError, error_detail
@@ -14,16 +14,20 @@ from contracts.reports import (
     JobCreateBatchResult,
     JobCreateOutcome,
     JobFailure,
+    JobLease,
     JobsRunning,
     JobsRunningResult,
     JobView,
 )
+from services.common.errors import DependencyUnavailableError
+from services.common.request_context import seconds_waiting
 from services.reports.api.checks import check_job_id, check_lengths, check_tenant
-from services.reports.api.deps import SessionDep, TenantDep, internal_router
+from services.reports.api.deps import SessionDep, SettingsDep, TenantDep, internal_router
 from services.reports.api.views import job_view
 from services.reports.db.jobs import (
     create_job,
     create_jobs,
+    fail_unqueued,
     get_job,
     get_job_image,
     mark_failed,
@@ -45,11 +49,33 @@ _PRIVATE = {"Cache-Control": "no-store"}
 _MAX_LENGTHS = {"job_id": 64, "batch_id": 64, "idempotency_key": 255, "filename": 255}
 
 
+REGISTRATION_TIMEOUT = "registration.timeout"
+
+
+def _refuse_late(request: Request, session: Session, created: list[JobCreate]) -> None:
+    """Registrations committed after their caller stopped waiting (`register_within_ms`: a hung
+    database, a long pool wait) were answered as errors to the client, and the gateway never
+    queued them: they are failed `registration.timeout` (an Idempotency-Key retry re-queues
+    them) rather than left queued for the sweeper to run without the client knowing."""
+    limits = [job.register_within_ms for job in created if job.register_within_ms is not None]
+    if not limits or 1000 * seconds_waiting(request.state) <= min(limits):
+        return
+    fail_unqueued(session, [job.job_id for job in created], REGISTRATION_TIMEOUT)
+    raise DependencyUnavailableError(
+        "the registration took longer than the caller waits", {"dependency": "database"}
+    )
+
+
 @router.post("/internal/v1/jobs", status_code=status.HTTP_201_CREATED)
-def register_job(body: JobCreate, tenant: TenantDep, session: SessionDep, response: Response) -> JobView:
+def register_job(
+    body: JobCreate, tenant: TenantDep, session: SessionDep, request: Request, response: Response
+) -> JobView:
     """Register a job (201). A repeated idempotency key or job id returns the original job (200,
-    `Idempotent-Replay: true`), so the gateway queues nothing twice."""
+    `Idempotent-Replay: true`), so the gateway queues nothing twice. A registration that took
+    longer than `register_within_ms` is failed `registration.timeout` and answered 503."""
     job, replay = _register(body, tenant, session)
+    if not replay:
+        _refuse_late(request, session, [body])
     if replay:
         response.status_code = status.HTTP_200_OK
         response.headers[IDEMPOTENT_REPLAY_HEADER] = "true"
@@ -79,11 +105,14 @@ def _checked_image(body: JobCreate, tenant: str) -> bytes:
 
 
 @router.post("/internal/v1/jobs/bulk")
-def register_jobs(body: JobCreateBatch, tenant: TenantDep, session: SessionDep) -> JobCreateBatchResult:
+def register_jobs(
+    body: JobCreateBatch, tenant: TenantDep, session: SessionDep, request: Request
+) -> JobCreateBatchResult:
     """Register a batch's jobs in one call (the gateway's batch upload), each exactly as
     `POST /internal/v1/jobs` would, replays included; one the single route would refuse gets that
     error in its place and the others are registered all the same. The valid ones are written in
-    one transaction; if that fails, each is registered on its own to find who fails."""
+    one transaction; if that fails, each is registered on its own to find who fails. Late
+    registrations are refused as a whole, as `POST /internal/v1/jobs` refuses one."""
     outcomes: list[JobCreateOutcome | None] = []
     valid: list[tuple[int, JobCreate, bytes]] = []
     for job in body.jobs:
@@ -105,6 +134,8 @@ def register_jobs(body: JobCreateBatch, tenant: TenantDep, session: SessionDep) 
             except DomainError as exc:
                 session.rollback()
                 outcomes[index] = JobCreateOutcome(error=error_detail(exc))
+    new_ids = {o.job.job_id for o in outcomes if o is not None and o.job is not None and not o.replayed}
+    _refuse_late(request, session, [job for _, job, _ in valid if job.job_id in new_ids])
     return JobCreateBatchResult(results=[o for o in outcomes if o is not None])
 
 
@@ -136,18 +167,26 @@ def read_job_heatmap(job_id: JobId, tenant: TenantDep, session: SessionDep) -> R
 
 
 @router.post("/internal/v1/jobs/running")
-def jobs_running(body: JobsRunning, tenant: TenantDep, session: SessionDep) -> JobsRunningResult:
-    """A worker's micro-batch started: each queued job among them becomes running (one UPDATE);
-    unknown ids, other tenants' jobs and jobs past queued are left as they are. `finished` names
-    those that already have their result, which the worker then skips."""
-    changed, finished = mark_many_running(session, tenant, body.job_ids)
+def jobs_running(
+    body: JobsRunning, tenant: TenantDep, session: SessionDep, settings: SettingsDep
+) -> JobsRunningResult:
+    """A worker's micro-batch started (or is tried again): each queued or running job among them
+    becomes running with a lease of `lease_seconds` (one UPDATE); unknown ids, other tenants' jobs
+    and finished or failed jobs are left as they are. `finished` names those that already have
+    their result, which the worker then skips."""
+    lease = body.lease_seconds or settings.default_lease_seconds
+    changed, finished = mark_many_running(session, tenant, body.job_ids, lease)
     return JobsRunningResult(changed=changed, finished=finished)
 
 
 @router.post("/internal/v1/jobs/{job_id}/running")
-def job_running(job_id: JobId, tenant: TenantDep, session: SessionDep) -> JobView:
-    """The worker started the job (a no-op unless the job is queued)."""
-    return job_view(mark_running(session, tenant, job_id))
+def job_running(
+    job_id: JobId, tenant: TenantDep, session: SessionDep, settings: SettingsDep, body: JobLease | None = None
+) -> JobView:
+    """The worker started the job, or tries it again: queued or running -> running, with a lease
+    of `lease_seconds` (a no-op for a finished or failed job)."""
+    lease = (body.lease_seconds if body else None) or settings.default_lease_seconds
+    return job_view(mark_running(session, tenant, job_id, lease))
 
 
 @router.post("/internal/v1/jobs/{job_id}/requeue")
