@@ -26,7 +26,7 @@ COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose
 
 .DEFAULT_GOAL := help
 .PHONY: help install chromium run test test-ci lint bench train evaluate compose-up compose-config \
-	k8s-validate migrate api-key clean kfold fit-ood eval-ood eval-shift ablate bench-model
+	k8s-validate migrate api-key clean chaos kfold fit-ood eval-ood eval-shift ablate bench-model
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,6 +68,9 @@ lint: ## ruff check, ruff format --check, mypy
 
 bench: ## bare pipeline, fleet (PostgreSQL + Redis and embedded) and the PyTorch baseline in one run; JSON + PNG to bench/results/
 	$(PY) -m bench.suite --bundle $(BUNDLE)
+
+chaos: ## faults injected into a real fleet (PostgreSQL via a fault proxy + a private Redis); JSON to bench/results/
+	$(PY) -m bench.chaos --bundle $(BUNDLE)
 
 bench-model: ## per-image pipeline cost of BUNDLE against BASELINE (default 1.0.0), measured in one run
 	$(PY) -m bench.pipeline --bundle $(BUNDLE) --baseline $(BASELINE) --batch-sizes 1,32

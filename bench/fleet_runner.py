@@ -137,12 +137,15 @@ class Child:
     spec: ProcessSpec
     process: subprocess.Popen[bytes]
     log_path: Path
+    log_offset: int = 0  # where this process's output starts in the log (after a restart)
 
     def is_ready(self) -> bool:
         if self.spec.ready_url is not None:
             return http_ok(self.spec.ready_url)
         assert self.spec.ready_pattern is not None
-        return bool(self.spec.ready_pattern.search(self.log_path.read_text(errors="replace")))
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_offset)  # a restarted process: only what it wrote itself
+            return bool(self.spec.ready_pattern.search(log.read().decode(errors="replace")))
 
 
 @dataclass
@@ -208,9 +211,10 @@ class Fleet:
     def _specs(self) -> list[ProcessSpec]:
         return process_specs(self.layout, self.worker_concurrency)
 
-    def _spawn(self, spec: ProcessSpec) -> Child:
+    def _spawn(self, spec: ProcessSpec, append: bool = False) -> Child:
         log_path = self.workdir / "logs" / f"{spec.name}.log"
-        with log_path.open("wb") as out:
+        offset = log_path.stat().st_size if append and log_path.exists() else 0
+        with log_path.open("ab" if append else "wb") as out:
             process = subprocess.Popen(
                 spec.argv,
                 cwd=REPO_ROOT,
@@ -221,11 +225,11 @@ class Fleet:
                 # Its own process group: the stop below reaches the worker's pool children too.
                 start_new_session=True,
             )
-        return Child(spec, process, log_path)
+        return Child(spec, process, log_path, offset)
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, restarted: Child | None = None) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        pending = list(self.children)
+        pending = [restarted] if restarted is not None else list(self.children)
         while pending:
             self.check_alive()
             pending = [child for child in pending if not child.is_ready()]
@@ -234,6 +238,28 @@ class Fleet:
                 raise FleetError(f"not ready after {READY_TIMEOUT_S:.0f} s: {names}\n{self.logs()}")
             if pending:
                 time.sleep(0.25)
+
+    def child(self, name: str) -> Child:
+        """The started process called `name` (gateway, ood, reports, worker)."""
+        return next(child for child in self.children if child.spec.name == name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process `name` and everything in its group (a crashed host or container:
+        no shutdown handler runs, nothing is acknowledged or flushed)."""
+        process = self.child(name).process
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def restart(self, name: str) -> None:
+        """Start the process `name` again (after `kill`), its output appended to the same log,
+        and wait until it is ready."""
+        old = self.child(name)
+        if old.process.poll() is None:
+            raise FleetError(f"{name} is still running")
+        child = self._spawn(old.spec, append=True)
+        self.children[self.children.index(old)] = child
+        self._wait_ready(restarted=child)
 
     def check_alive(self) -> None:
         """Raise FleetError (with the logs) if a process has exited."""

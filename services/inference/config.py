@@ -14,6 +14,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "2.0.0"
 EMBEDDED_BROKER_URL = "sqla+sqlite:///var/celery-broker.db"
 LEASE_MARGIN_SECONDS = 15
+# Calls one attempt makes to ood and reports: mark running, score, store the report(s).
+CALLS_PER_ATTEMPT = 3
 
 
 class Settings(BaseSettings):
@@ -27,7 +29,9 @@ class Settings(BaseSettings):
     reports_url: str = "http://127.0.0.1:8002"
     internal_token: InternalToken
     ort_threads: int = Field(default=1, ge=1, le=64, description="ONNX Runtime intra-op threads per process")
-    http_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_timeout_seconds: float = Field(
+        default=8.0, gt=0, description="one call to ood or reports; a hung one is then retried"
+    )
     # Transient failures (OOD, reports or their database down) are retried for a time, not a
     # count: 10 minutes outlasts a 5-minute outage with room for the last backoff.
     retry_window_seconds: int = Field(
@@ -68,6 +72,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "need task_soft_time_limit < task_time_limit < broker_visibility_timeout, got "
                 f"{self.task_soft_time_limit}, {self.task_time_limit}, {self.broker_visibility_timeout}"
+            )
+        # A hung dependency must time out as a (retried) transient failure, not run the task into
+        # its soft limit (a final failure): an attempt makes at most CALLS_PER_ATTEMPT calls.
+        if not CALLS_PER_ATTEMPT * self.http_timeout_seconds < self.task_soft_time_limit:
+            raise ValueError(
+                f"need {CALLS_PER_ATTEMPT} x http_timeout_seconds < task_soft_time_limit, got "
+                f"{self.http_timeout_seconds}, {self.task_soft_time_limit}"
             )
         if not self.retry_backoff_max_seconds + self.task_time_limit < self.broker_visibility_timeout:
             raise ValueError(

@@ -69,10 +69,16 @@ def test_transient_errors_are_retried_for_a_time_window_not_a_count() -> None:
 
 def test_the_lease_covers_one_attempt_and_the_longest_wait_before_the_next() -> None:
     settings = Settings(
-        internal_token=TOKEN, task_soft_time_limit=20, task_time_limit=30, retry_backoff_max_seconds=40
+        internal_token=TOKEN, task_soft_time_limit=25, task_time_limit=30, retry_backoff_max_seconds=40
     )
 
     assert settings.lease_seconds > 30 + 40
+
+
+def test_http_timeouts_that_could_run_an_attempt_into_its_soft_limit_are_refused() -> None:
+    # A hung reports would then fail jobs for good (task.timeout) instead of retrying them.
+    with pytest.raises(ValidationError, match="http_timeout_seconds"):
+        Settings(internal_token=TOKEN, http_timeout_seconds=10, task_soft_time_limit=30, task_time_limit=40)
 
 
 def test_a_retry_delay_longer_than_the_visibility_timeout_allows_is_refused() -> None:
@@ -87,6 +93,7 @@ def test_app_built_from_settings_takes_their_limits(tiny_bundle_dir: Path) -> No
         broker_url="redis://127.0.0.1:6379/0",
         task_soft_time_limit=5,
         task_time_limit=7,
+        http_timeout_seconds=1,
         retry_backoff_max_seconds=1,
         broker_visibility_timeout=9,
     )

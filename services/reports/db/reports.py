@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -14,6 +16,8 @@ from services.reports.db.models import Job, Report
 from services.reports.db.types import utc_now
 from services.reports.domain.errors import HeatmapNotFoundError
 from services.reports.domain.lifecycle import FINAL_STATUSES
+
+log = logging.getLogger("services.reports.reports")
 
 
 def _apply(report: Report, body: ReportUpsert, heatmap: bytes | None) -> None:
@@ -48,8 +52,13 @@ def _stage(session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes 
     has its result keeps it: the first result stands, and a late redelivery (a task the broker
     handed out twice) changes nothing."""
     job = get_job(session, tenant_id, body.job_id)
+    # Both lines below mean a job was run when it should not have been (the worker skips ended
+    # jobs): the fault tests and `make chaos` count them.
     if JobStatus(job.status) in FINAL_STATUSES and job.report is not None:
+        log.warning("report.redelivered", extra={"job_id": job.id, "tenant_id": tenant_id})
         return job
+    if job.status == JobStatus.failed.value:
+        log.warning("report.after_failure", extra={"job_id": job.id, "tenant_id": tenant_id})
     report = session.get(Report, body.job_id)
     if report is None:
         report = Report(job_id=job.id, tenant_id=tenant_id)
