@@ -251,6 +251,13 @@ class Fleet:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
+    def freeze(self, name: str, frozen: bool = True) -> None:
+        """SIGSTOP (or, `frozen=False`, SIGCONT) the process `name` and its group: its work stops
+        where it is, as a hung host's would."""
+        process = self.child(name).process
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def restart(self, name: str) -> None:
         """Start the process `name` again (after `kill`), its output appended to the same log,
         and wait until it is ready."""

@@ -13,7 +13,7 @@ from contracts.secrets import InternalToken
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "2.0.0"
 EMBEDDED_BROKER_URL = "sqla+sqlite:///var/celery-broker.db"
-LEASE_MARGIN_SECONDS = 15
+LEASE_MARGIN_SECONDS = 10
 # Calls one attempt makes to ood and reports: mark running, score, store the report(s).
 CALLS_PER_ATTEMPT = 3
 
@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     internal_token: InternalToken
     ort_threads: int = Field(default=1, ge=1, le=64, description="ONNX Runtime intra-op threads per process")
     http_timeout_seconds: float = Field(
-        default=8.0, gt=0, description="one call to ood or reports; a hung one is then retried"
+        default=4.0, gt=0, description="one call to ood or reports; a hung one is then retried"
     )
     # Transient failures (OOD, reports or their database down) are retried for a time, not a
     # count: 10 minutes outlasts a 5-minute outage with room for the last backoff.
@@ -38,10 +38,12 @@ class Settings(BaseSettings):
         default=600, ge=0, description="s from the first attempt during which transient failures are retried"
     )
     retry_backoff_seconds: int = Field(default=1, ge=1, description="first retry delay; doubles each time")
-    retry_backoff_max_seconds: int = Field(default=30, ge=1, description="cap of one retry delay")
-    # A micro-batch takes well under a second (bench/README.md); the limits only catch a hang.
-    task_soft_time_limit: int = Field(default=30, gt=0, description="s; the task gets to report failure")
-    task_time_limit: int = Field(default=45, gt=0, description="s; the process running the task is killed")
+    retry_backoff_max_seconds: int = Field(default=20, ge=1, description="cap of one retry delay")
+    # A micro-batch takes well under a second (bench/README.md); the limits only catch a hang, and
+    # with the longest retry delay they make the lease (50 s), which bounds how long a job a dead
+    # worker held waits before the reports sweeper takes it back.
+    task_soft_time_limit: int = Field(default=15, gt=0, description="s; the task gets to report failure")
+    task_time_limit: int = Field(default=20, gt=0, description="s; the process running the task is killed")
     broker_visibility_timeout: int = Field(
         default=300,
         gt=0,

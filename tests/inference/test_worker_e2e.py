@@ -171,7 +171,7 @@ def worker_log(
         "INFERENCE_OOD_URL": ood_url,
         "INFERENCE_REPORTS_URL": reports_stub[0],
         "INFERENCE_INTERNAL_TOKEN": TOKEN,
-        "INFERENCE_HTTP_TIMEOUT_SECONDS": "5",
+        "INFERENCE_HTTP_TIMEOUT_SECONDS": "4",
     }
     command = [sys.executable, "-m", "celery", "-A", "services.inference.celery_app:celery_app", "worker"]
     options = [

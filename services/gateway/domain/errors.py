@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from contracts.errors import DomainError
+from services.common.errors import DEPENDENCY_RETRY_AFTER_SECONDS
 
 # -- uploads -----------------------------------------------------------------------------------
 
@@ -91,9 +92,13 @@ class InvalidApiKeyError(DomainError):
 
 
 class UpstreamUnavailableError(DomainError):
-    """A dependency timed out, refused the connection or answered 502/503/504."""
+    """A dependency timed out, refused the connection or answered 502/503/504: like every outage
+    answer, it tells the client when to come back (`Retry-After`)."""
 
     code, status = "upstream.unavailable", 503
+
+    def __init__(self, message: str, details: dict[str, Any] | list[Any] | None = None) -> None:
+        super().__init__(message, details, headers={"Retry-After": str(DEPENDENCY_RETRY_AFTER_SECONDS)})
 
 
 class UpstreamError(DomainError):
