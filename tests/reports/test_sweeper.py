@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from contracts.jobs import InferenceChunk, InferenceTask
@@ -21,10 +22,11 @@ from services.reports.api.routes import jobs as job_routes
 from services.reports.config import Settings
 from services.reports.db.engine import make_engine, make_sessionmaker
 from services.reports.db.models import Job
-from services.reports.db.sweeps import expired_leases
+from services.reports.db.sweeps import expired_leases, stale_queued
 from services.reports.db.types import utc_now
 from services.reports.sweeper import Sweeper
 from tests.reports.factories import PNG_BYTES, job_body, report_body, tenant_headers
+from tests.reports.migrate import alembic_config
 
 JOBS = "/internal/v1/jobs"
 
@@ -343,3 +345,42 @@ def test_concurrent_sweeps_claim_disjoint_jobs(
         assert {job.id for job in claimed_second} == {"a", "b", "c"} - {job.id for job in claimed_first}
         first.rollback()
         second.rollback()
+
+
+# ---- migration 0005 -----------------------------------------------------------------------
+
+
+def test_migration_0005_backfills_enqueued_at_and_leaves_old_running_jobs_to_their_message(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'reports.db'}"
+    command.upgrade(alembic_config(url), "0004")
+    engine = make_engine(url)
+    created = "2026-11-01 12:00:00.000000"
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'acme', :at)"), {"at": created}
+            )
+            for job_id, status in (("old-queued", "queued"), ("old-running", "running")):
+                connection.execute(
+                    text(
+                        "INSERT INTO jobs (id, tenant_id, status, image, media_type, width, height, "
+                        "image_sha256, created_at, updated_at) "
+                        "VALUES (:id, 't1', :status, x'00', 'image/png', 1, 1, 'ab', :at, :at)"
+                    ),
+                    {"id": job_id, "status": status, "at": created},
+                )
+        command.upgrade(alembic_config(url), "head")
+        with make_sessionmaker(engine)() as session:
+            queued, running = session.get(Job, "old-queued"), session.get(Job, "old-running")
+            assert queued is not None and running is not None
+            assert queued.enqueued_at == queued.created_at
+            assert (queued.redrives, running.lease_expires_at) == (0, None)
+            # No lease, so no sweep takes it back; a queued one is swept as any other.
+            assert expired_leases(session, utc_now(), limit=10) == []
+            assert [job.id for job in stale_queued(session, utc_now(), limit=10)] == ["old-queued"]
+        command.downgrade(alembic_config(url), "0004")
+        command.upgrade(alembic_config(url), "head")
+    finally:
+        engine.dispose()
