@@ -26,7 +26,7 @@ COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose
 
 .DEFAULT_GOAL := help
 .PHONY: help install chromium run test test-ci lint bench train evaluate compose-up compose-config \
-	k8s-validate migrate api-key clean chaos kfold fit-ood eval-ood eval-shift ablate bench-model
+	k8s-validate migrate api-key clean chaos kfold fit-ood eval-ood eval-shift ablate bench-model fuzz
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,6 +74,9 @@ chaos: ## faults injected into a real fleet (PostgreSQL via a fault proxy + a pr
 
 bench-model: ## per-image pipeline cost of BUNDLE against BASELINE (default 1.0.0), measured in one run
 	$(PY) -m bench.pipeline --bundle $(BUNDLE) --baseline $(BASELINE) --batch-sizes 1,32
+
+fuzz: ## Schemathesis over the gateway's OpenAPI on the embedded fleet, 10 000 cases (~7 min); JSON to bench/results/
+	$(PY) -m bench.fuzz --cases 10000
 
 kfold: ## lesion-grouped 5-fold cross-validation of a config on train+val: make kfold CONFIG=... ARGS="epochs=4"
 	$(PY) -m training.kfold --config $(CONFIG) --folds 5 $(ARGS)

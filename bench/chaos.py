@@ -34,7 +34,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -44,12 +43,9 @@ from sqlalchemy.engine import make_url
 from bench.faults.proxy import FaultProxy
 from bench.faults.redis_server import PrivateRedis
 from bench.fleet_runner import Backends, Fleet, fresh_postgres_database
-from bench.pipeline import DEFAULT_DATA_ROOT, git_commit, load_images, machine_info
+from bench.pipeline import DEFAULT_BUNDLE, DEFAULT_DATA_ROOT, load_images, write_record
 from scripts.run_fleet import reports_cli
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
-DEFAULT_BUNDLE = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "2.0.0"
 ADMIN_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TENANT = "chaos"
 FINAL = ("done", "rejected", "failed")
@@ -299,6 +295,7 @@ class ScenarioResult:
     redrives: int
     jobs_at_fault: dict[str, int]
     jobs_after_strike: dict[str, int]
+    exited: list[str]  # fleet processes that were found dead at the end (the harness kills none)
 
     @property
     def met(self) -> bool:
@@ -310,6 +307,7 @@ class ScenarioResult:
             and self.done_jobs_rerun == 0
             and self.results_after_failure == 0
             and self.silent_jobs == 0
+            and not self.exited
         )
 
 
@@ -357,6 +355,11 @@ def run_scenario(
             redrives=chaos.count("SELECT coalesce(sum(redrives), 0) FROM jobs"),
             jobs_at_fault=client.log.at_fault,
             jobs_after_strike=client.log.after_strike,
+            exited=[
+                f"{c.spec.name}: {c.process.returncode}"
+                for c in chaos.fleet.children
+                if c.process.poll() is not None
+            ],
         )
 
 
@@ -383,12 +386,14 @@ def revocation_seconds(fleet: Fleet, attempts: int = 5) -> list[float]:
 
 @contextmanager
 def scratch_dir() -> Iterator[Path]:
-    """A temporary folder for one scenario's fleet (logs, the broker's files), removed after."""
+    """A temporary folder for one scenario's fleet (logs, the broker's files), removed after
+    unless `keep` is set on it (a failed scenario's logs are kept for a look)."""
     path = Path(tempfile.mkdtemp(prefix="skintriage-chaos-"))
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if not (path / "keep").exists():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -411,27 +416,21 @@ def main(argv: list[str] | None = None) -> Path:
             started = time.perf_counter()
             result = run_scenario(name, config, args.bundle.resolve(), images, workdir / name)
             print(f"{name}: {json.dumps(asdict(result))} ({time.perf_counter() - started:.0f} s)", flush=True)
+            if not result.met:
+                (workdir / "keep").touch()
+                print(f"{name} missed a target: its fleet's logs are kept in {workdir / name / 'logs'}")
             results.append(result)
     with scratch_dir() as workdir, ExitStack() as stack:
         revocation = revocation_seconds(ChaosFleet(stack, workdir, args.bundle.resolve(), config, True).fleet)
     print(f"revocation: {revocation} s", flush=True)
-    now = datetime.now(UTC)
-    record = {
-        "benchmark": "chaos",
-        "created_at": now.isoformat(timespec="seconds"),
-        "git": git_commit(),
-        "machine": machine_info(),
+    fields = {
         "config": asdict(config),
         "scenarios": [asdict(r) | {"met": r.met} for r in results],
         "revocation_s": revocation,
         "revocation_met": max(revocation) <= 1.0,
         "all_met": all(r.met for r in results) and max(revocation) <= 1.0,
     }
-    out = args.out or RESULTS_DIR / f"chaos-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
-    return out
+    return write_record("chaos", fields, args.out)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,24 @@ def git_commit() -> dict[str, Any]:
     }
 
 
+def write_record(benchmark: str, fields: dict[str, Any], out: Path | None) -> Path:
+    """Write a run's JSON (`benchmark`, when, the commit, the machine, then `fields`) to `out`,
+    by default bench/results/<benchmark>-<UTC time>.json; returns the path."""
+    now = datetime.now(UTC)
+    record = {
+        "benchmark": benchmark,
+        "created_at": now.isoformat(timespec="seconds"),
+        "git": git_commit(),
+        "machine": machine_info(),
+        **fields,
+    }
+    path = out or REPO_ROOT / "bench" / "results" / f"{benchmark}-{now:%Y%m%dT%H%M%SZ}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
+
+
 def machine_info() -> dict[str, Any]:
     """What the numbers were measured on."""
     cpu = platform.processor()

@@ -7,10 +7,10 @@ which the API documents as ISO 8601 only.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, StringConstraints
 
 NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
 
@@ -32,5 +32,15 @@ def _is_number(text: str) -> bool:
     return True
 
 
-IsoDatetime = Annotated[datetime, BeforeValidator(_iso_8601_only)]
-"""A datetime given as ISO 8601 text; bare numbers (Unix timestamps) are refused."""
+def _expressible_in_utc(value: datetime) -> datetime:
+    # 0001-01-01T00:00+01:00 is a valid ISO 8601 time that falls before year 1 in UTC: Python
+    # cannot convert it (OverflowError, a 500 before this check), and no job was created then.
+    try:
+        (value if value.tzinfo is None else value.astimezone(UTC)).replace(tzinfo=UTC).astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the timestamp is out of range in UTC") from None
+    return value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_8601_only), AfterValidator(_expressible_in_utc)]
+"""A datetime given as ISO 8601 text, expressible in UTC; bare numbers (Unix timestamps) are refused."""

@@ -166,6 +166,8 @@ async def test_id_that_is_not_an_id_is_refused_without_asking_reports(client, re
         ({"patient_ref": "a\x00b"}, "patient_ref"),
         ({"since": "1700000000"}, "since"),
         ({"until": "1700000000.5"}, "until"),
+        ({"since": "0001-01-01T00:00:00+01:00"}, "since"),
+        ({"until": "9999-12-31T23:59:59-23:59"}, "until"),
     ],
 )
 async def test_report_list_refuses_control_characters_and_bare_number_timestamps(client, params, field):

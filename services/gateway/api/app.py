@@ -9,6 +9,7 @@ from pathlib import Path
 import anyio
 from fastapi import FastAPI
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
@@ -23,6 +24,7 @@ from services.gateway.api.body_limit import BodyLimitMiddleware
 from services.gateway.api.deps import GatewayContext
 from services.gateway.api.errors import install_error_handlers
 from services.gateway.api.metrics import Metrics
+from services.gateway.api.openapi import install_openapi
 from services.gateway.api.routes import batches, health, images, jobs, reports
 from services.gateway.config import Settings, get_settings
 from services.gateway.domain.admission import QueueDepthGuard, TenantRateLimiter
@@ -59,6 +61,22 @@ class DashboardFiles(StaticFiles):
         response = await super().get_response(path, scope)
         response.headers.update(_DASHBOARD_HEADERS)
         return response
+
+
+class DashboardMount(Mount):
+    """The dashboard at `/`, never answering for a path an API route owns: a method the route
+    does not take (`GET /v1/images`) gets the router's 405 with the route's `Allow`, not the file
+    server's 404, or its 405 advertising `GET, HEAD`."""
+
+    def __init__(self, app: DashboardFiles, api_routes: list[BaseRoute]) -> None:
+        super().__init__("/", app=app, name="dashboard")
+        self.api_routes = api_routes
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """No match on an API route's path, whatever the method; else the mount's own match."""
+        if any(route.matches(scope)[0] != Match.NONE for route in self.api_routes):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 def create_app(
@@ -117,10 +135,13 @@ def create_app(
     )
     install_settings(app, settings)
     install_error_handlers(app, metrics)
+    install_openapi(app)
     for module in (images, batches, jobs, reports, health):
         app.include_router(module.router)
     # Mounted last, so every API route keeps priority; only these static files are open.
-    app.mount("/", DashboardFiles(directory=DASHBOARD_DIR, html=True), name="dashboard")
+    app.router.routes.append(
+        DashboardMount(DashboardFiles(directory=DASHBOARD_DIR, html=True), list(app.router.routes))
+    )
 
     body_limits = {
         "/v1/images": settings.max_upload_bytes + _FORM_OVERHEAD_BYTES,

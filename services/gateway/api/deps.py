@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from anyio import CapacityLimiter
 from fastapi import Depends, Form, Header, Path, Request
@@ -68,6 +68,12 @@ def get_request_id(request: Request) -> str:
 bearer_scheme = HTTPBearer(
     auto_error=False, scheme_name="ApiKey", description="`Authorization: Bearer <API key>`"
 )
+# Its own security scheme in the OpenAPI: a tenant's API key never opens `/metrics`.
+operator_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="OperatorToken",
+    description="`Authorization: Bearer <GATEWAY_INTERNAL_TOKEN>` (operators only)",
+)
 
 
 def request_settings(request: Request) -> Settings:
@@ -80,6 +86,7 @@ SettingsDep = Annotated[Settings, Depends(request_settings)]
 ContextDep = Annotated[GatewayContext, Depends(get_context)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+OperatorCredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(operator_scheme)]
 
 
 async def authenticate(
@@ -101,7 +108,7 @@ async def authenticate(
     return principal
 
 
-async def require_operator_token(credentials: CredentialsDep, settings: SettingsDep) -> None:
+async def require_operator_token(credentials: OperatorCredentialsDep, settings: SettingsDep) -> None:
     """Operator endpoints (`/metrics`): `Authorization: Bearer <GATEWAY_INTERNAL_TOKEN>`, compared
     like every internal token (services.common.internal_auth), answered with the public auth codes."""
     if credentials is None or not credentials.credentials:
@@ -136,14 +143,33 @@ def batch_limits(settings: Settings) -> BatchLimits:
     )
 
 
+_METADATA_FIELDS: dict[str, Any] = ImageMetadata.model_json_schema()["properties"]
+
+
+def _metadata_schema(name: str) -> dict[str, Any]:
+    """`json_schema_extra` documenting metadata form field `name` with the constraints
+    `ImageMetadata` checks (length, no control characters, the age range, the values of `sex`)."""
+    return {"anyOf": _METADATA_FIELDS[name]["anyOf"]}
+
+
 async def metadata_form(
     patient_ref: Annotated[
-        str | None, Form(description="opaque patient reference; SkinTriage never interprets it")
+        str | None,
+        Form(
+            description="opaque patient reference; SkinTriage never interprets it",
+            json_schema_extra=_metadata_schema("patient_ref"),
+        ),
     ] = None,
-    body_site: Annotated[str | None, Form(description="e.g. 'back', 'lower extremity'")] = None,
-    age: Annotated[int | None, Form(description="years, 0-130")] = None,
-    sex: Annotated[str | None, Form(description="male | female | other | unknown")] = None,
-    client_ref: Annotated[str | None, Form(description="the caller's own reference")] = None,
+    body_site: Annotated[
+        str | None,
+        Form(description="e.g. 'back', 'lower extremity'", json_schema_extra=_metadata_schema("body_site")),
+    ] = None,
+    age: Annotated[int | None, Form(description="years", json_schema_extra=_metadata_schema("age"))] = None,
+    sex: Annotated[str | None, Form(json_schema_extra=_metadata_schema("sex"))] = None,
+    client_ref: Annotated[
+        str | None,
+        Form(description="the caller's own reference", json_schema_extra=_metadata_schema("client_ref")),
+    ] = None,
 ) -> ImageMetadata:
     """Optional clinical context sent as form fields, checked by `contracts.jobs.ImageMetadata`."""
     raw = {

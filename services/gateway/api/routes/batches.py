@@ -13,7 +13,7 @@ from contracts.errors import DomainError, ErrorDetail, error_detail
 from contracts.jobs import ImageMetadata, InferenceTask
 from contracts.public import BatchAccepted, BatchItemAccepted, BatchItemRejected
 from contracts.records import BatchCreate, BatchView
-from services.common.errors import RequestInvalidError, error_responses
+from services.common.errors import RequestInvalidError
 from services.gateway.api.deps import (
     BatchIdPath,
     ContextDep,
@@ -25,6 +25,7 @@ from services.gateway.api.deps import (
     SettingsDep,
     batch_limits,
 )
+from services.gateway.api.responses import SUBMITTED_HEADERS, api_key_route
 from services.gateway.api.submission import (
     batch_id_for,
     chunks,
@@ -54,7 +55,29 @@ router = APIRouter(tags=["batches"])
         "Metadata fields apply to every image. With an `Idempotency-Key` a repeated request "
         "returns the same batch and job ids and queues nothing new."
     ),
-    responses=error_responses(401, 413, 422, 429, 503),
+    responses={
+        202: {
+            "model": BatchAccepted,
+            "description": "Registered; every file is listed in `items` or `rejected`",
+            "headers": SUBMITTED_HEADERS,
+        },
+        # 400 `request.malformed` (multipart that does not parse); 413 too many files, entries or
+        # bytes; 422 no file, both `files` and `archive`, no acceptable image, a corrupt zip.
+        **api_key_route(400, 413, 422, 429),
+    },
+    # Exactly one of `files` and `archive` (the route answers 422 `request.invalid` to both, and
+    # 422 `batch.empty` to neither).
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "oneOf": [{"required": ["files"]}, {"required": ["archive"]}],
+                    }
+                }
+            }
+        }
+    },
 )
 async def submit_batch(
     response: Response,
@@ -63,7 +86,10 @@ async def submit_batch(
     principal: PrincipalDep,
     request_id: RequestIdDep,
     metadata: MetadataDep,
-    files: Annotated[list[UploadFile] | None, File(description="the images, one part each")] = None,
+    files: Annotated[
+        list[UploadFile] | None,
+        File(description="the images, one part each", json_schema_extra={"minItems": 1}),
+    ] = None,
     archive: Annotated[UploadFile | None, File(description="a zip archive of images")] = None,
     idempotency_key: IdempotencyKeyDep = None,
 ) -> BatchAccepted:
@@ -131,7 +157,7 @@ async def submit_batch(
     "/v1/batches/{batch_id}",
     response_model=BatchView,
     summary="A batch's progress: counts by status and its jobs",
-    responses=error_responses(401, 404, 422, 503),
+    responses=api_key_route(404),
 )
 async def get_batch(
     batch_id: BatchIdPath, context: ContextDep, principal: PrincipalDep, request_id: RequestIdDep

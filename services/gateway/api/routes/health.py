@@ -9,15 +9,21 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from contracts.public import Health
-from services.common.errors import DependencyUnavailableError, error_responses
+from services.common.errors import DependencyUnavailableError
 from services.gateway.api.deps import ContextDep, RequestIdDep, require_operator_token
+from services.gateway.api.responses import open_route
 
 router = APIRouter(tags=["operations"])
 
 _CHECK_TIMEOUT_SECONDS = 5.0
 
 
-@router.get("/healthz", response_model=Health, summary="Liveness: the process is serving")
+@router.get(
+    "/healthz",
+    response_model=Health,
+    summary="Liveness: the process is serving",
+    responses=open_route(),
+)
 async def healthz() -> Health:
     """Always ok while the event loop runs; checks no dependency."""
     return Health()
@@ -27,7 +33,7 @@ async def healthz() -> Health:
     "/readyz",
     response_model=Health,
     summary="Readiness: reports and the task broker are reachable",
-    responses=error_responses(503),
+    responses=open_route(503),
 )
 async def readyz(context: ContextDep, request_id: RequestIdDep) -> Health:
     """200 when every dependency answers, else 503 `dependency.unavailable` naming the failures."""
@@ -51,7 +57,7 @@ async def readyz(context: ContextDep, request_id: RequestIdDep) -> Health:
     "/metrics",
     response_class=Response,
     summary="Prometheus metrics (operators: `Authorization: Bearer <internal token>`)",
-    responses={200: {"content": {"text/plain": {}}}, **error_responses(401)},
+    responses={200: {"content": {"text/plain": {}}}, **open_route(401)},
 )
 async def metrics(context: ContextDep, _: Annotated[None, Depends(require_operator_token)]) -> Response:
     """Request counts and latencies by route template, error codes, tasks queued."""

@@ -10,7 +10,6 @@ from starlette.concurrency import run_in_threadpool
 
 from contracts.public import JobAccepted
 from contracts.reports import JobView
-from services.common.errors import error_responses
 from services.gateway.api.deps import (
     ContextDep,
     IdempotencyKeyDep,
@@ -21,12 +20,22 @@ from services.gateway.api.deps import (
     image_limits,
 )
 from services.gateway.api.prefer import parse_wait
+from services.gateway.api.responses import SUBMITTED_HEADERS, api_key_route
 from services.gateway.api.submission import submit_job, wait_for_finish
 from services.gateway.domain.batch import clean_filename, read_bounded
 from services.gateway.domain.errors import UploadTooLargeError
 from services.gateway.domain.upload_validation import prepare_image
 
 router = APIRouter(tags=["images"])
+
+_HEADERS = {
+    **SUBMITTED_HEADERS,
+    "Preference-Applied": {
+        "description": "`wait=N`: the seconds of `Prefer: wait` the call honoured",
+        "required": False,
+        "schema": {"type": "string"},
+    },
+}
 
 
 @router.post(
@@ -43,9 +52,19 @@ router = APIRouter(tags=["images"])
         "The same `Idempotency-Key` returns the original job and queues nothing new."
     ),
     responses={
-        200: {"model": JobView, "description": "Finished within the `Prefer: wait` window"},
-        202: {"model": JobAccepted, "description": "Accepted and queued"},
-        **error_responses(400, 401, 413, 415, 422, 429, 503),
+        200: {
+            "model": JobView,
+            "description": "Finished within the `Prefer: wait` window",
+            "headers": _HEADERS,
+        },
+        202: {
+            "model": JobAccepted,
+            "description": "Accepted and queued",
+            "headers": _HEADERS,
+        },
+        # 400 `image.empty`, `request.malformed` (multipart that does not parse); 413 the file or
+        # its pixels; 415 not a still JPEG/PNG/WebP in a supported mode; 429 the tenant's rate.
+        **api_key_route(400, 413, 415, 429),
     },
 )
 async def submit_image(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from contracts.reports import JobView
-from services.common.errors import error_responses
 from services.gateway.adapters.reports_client import Blob
 from services.gateway.api.deps import ContextDep, JobIdPath, PrincipalDep, RequestIdDep
+from services.gateway.api.responses import api_key_route
 
 router = APIRouter(tags=["jobs"])
 
@@ -20,7 +20,7 @@ _PRIVATE_HEADERS = {"Cache-Control": "private, no-store", "X-Content-Type-Option
     "/v1/jobs/{job_id}",
     response_model=JobView,
     summary="A job's status and, when finished, its report",
-    responses=error_responses(401, 404, 422, 503),
+    responses=api_key_route(404),
 )
 async def get_job(
     job_id: JobIdPath, context: ContextDep, principal: PrincipalDep, request_id: RequestIdDep
@@ -35,7 +35,7 @@ async def get_job(
     summary="The stored copy of the image (upright, stripped of metadata, re-encoded)",
     responses={
         200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "The stored image"},
-        **error_responses(401, 404, 422, 503),
+        **api_key_route(404),
     },
 )
 async def get_job_image(
@@ -52,7 +52,7 @@ async def get_job_image(
     summary="The class-activation heatmap of a finished job",
     responses={
         200: {"content": {"image/png": {}}, "description": "The heatmap"},
-        **error_responses(401, 404, 422, 503),
+        **api_key_route(404),
     },
 )
 async def get_job_heatmap(

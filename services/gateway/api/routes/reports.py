@@ -11,8 +11,8 @@ from contracts.jobs import JobStatus
 from contracts.ood import OodDecision
 from contracts.reports import ReportPage
 from contracts.text import NO_CONTROL_CHARACTERS, IsoDatetime
-from services.common.errors import error_responses
 from services.gateway.api.deps import ContextDep, PrincipalDep, RequestIdDep
+from services.gateway.api.responses import api_key_route
 
 router = APIRouter(tags=["reports"])
 
@@ -22,7 +22,8 @@ router = APIRouter(tags=["reports"])
     response_model=ReportPage,
     summary="List jobs and their reports, newest first",
     description="Filters combine with AND. Pass `next_cursor` back as `cursor` for the next page.",
-    responses=error_responses(401, 422, 503),
+    # 400 `cursor.invalid`: a `cursor` reports did not issue.
+    responses=api_key_route(400),
 )
 async def list_reports(
     context: ContextDep,
