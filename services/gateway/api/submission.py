@@ -63,10 +63,7 @@ def batch_id_for(tenant_id: str, idempotency_key: str) -> str:
     return hashlib.sha256(f"{tenant_id}\x00{idempotency_key}".encode()).hexdigest()[:32]
 
 
-# A job failed with one of UNQUEUED_ERROR_CODES never reached the broker (the first attempt's
-# publish failed, or its registration outlasted this gateway's patience): an Idempotency-Key retry
-# queues it. A job still `queued` is left to its message, or to the reports sweeper when that
-# message was lost (re-publishing it on every replay would duplicate work for nothing).
+# What a job whose task the broker refused is failed with (one of UNQUEUED_ERROR_CODES).
 UNQUEUED_ERROR_CODE = "queue.unavailable"
 
 
@@ -78,8 +75,11 @@ async def replay_task(
     metadata: ImageMetadata,
     request_id: str,
 ) -> tuple[JobView, InferenceTask | None]:
-    """For an Idempotency-Key retry: a job that had failed for want of a queue, set back to queued,
-    and its task to queue now; any other job as it is, and None."""
+    """For an Idempotency-Key retry: a job failed with one of UNQUEUED_ERROR_CODES never reached
+    the broker (its publish failed, or its registration outlasted this gateway's patience), so it is
+    set back to queued and its task returned to queue now; any other job as it is, and None. A job
+    still `queued` is left to its message, or to the reports sweeper when that message was lost
+    (re-publishing it on every replay would duplicate work for nothing)."""
     if job.status != JobStatus.failed or job.error_code not in UNQUEUED_ERROR_CODES:
         return job, None
     job = await context.reports.requeue_job(tenant_id, job.job_id, request_id=request_id)

@@ -13,7 +13,12 @@ from services.reports.db.batches import get_batch
 from services.reports.db.models import Job, Report
 from services.reports.db.types import utc_now
 from services.reports.domain.errors import JobConflictError, JobNotFoundError
-from services.reports.domain.lifecycle import ENDED_STATUSES, may_mark_failed, may_mark_running
+from services.reports.domain.lifecycle import (
+    ENDED_STATUSES,
+    RUNNABLE_STATUSES,
+    may_mark_failed,
+    may_mark_running,
+)
 from services.reports.domain.listing import ReportFilters
 
 
@@ -147,7 +152,7 @@ def mark_many_running(
         .where(
             Job.tenant_id == tenant_id,
             Job.id.in_(job_ids),
-            Job.status.in_([JobStatus.queued.value, JobStatus.running.value]),
+            Job.status.in_([s.value for s in RUNNABLE_STATUSES]),
         )
         .values(
             status=JobStatus.running.value,

@@ -76,7 +76,7 @@ def register_job(
     job, replay = _register(body, tenant, session)
     if not replay:
         _refuse_late(request, session, [body])
-    if replay:
+    else:
         response.status_code = status.HTTP_200_OK
         response.headers[IDEMPOTENT_REPLAY_HEADER] = "true"
     return job
@@ -191,8 +191,8 @@ def job_running(
 
 @router.post("/internal/v1/jobs/{job_id}/requeue")
 def job_requeue(job_id: JobId, tenant: TenantDep, session: SessionDep) -> JobView:
-    """A retried request is about to queue a job that was never queued (failed with
-    `queue.unavailable`): it is queued again. Any other job is answered as it is."""
+    """A retried request is about to queue a job that was never queued (failed with one of
+    `contracts.jobs.UNQUEUED_ERROR_CODES`): it is queued again. Any other job is answered as it is."""
     return job_view(requeue(session, tenant, job_id))
 
 
