@@ -41,6 +41,15 @@ class Prediction(BaseModel):
         "uses, the request gave and the bundle's vocabulary recognised ([] = none: the model had "
         "only the image); None = an image-only model (or a report stored before this field existed)",
     )
+    class_display_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="class code -> the bundle's display name, for what clinicians read (reports, "
+        "FHIR, PDF); {} for a report stored before this field existed",
+    )
+
+    def display_name(self, code: str) -> str:
+        """The bundle's name for a class code (the code itself when the report has none)."""
+        return self.class_display_names.get(code, code)
 
 
 # A feature map is a few cells a side (7x6 for 224x168 input); 64 bounds any bundle generously.

@@ -122,6 +122,7 @@ class Predictor:
             triage_threshold=threshold,
             conformal_set=conformal_set(probs, m.conformal, codes),
             conformal_coverage=m.conformal.target_coverage,
+            class_display_names={c.code: c.display_name for c in m.classes},
         )
 
     def _cam(self, raw: RawOutput, class_code: str) -> NDArray[np.float32]:

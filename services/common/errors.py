@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from contracts.errors import DomainError, ErrorBody, ErrorDetail
 from services.common.request_id import request_id_of
@@ -48,6 +49,28 @@ _STATUS_TEXT = {
 }
 
 Details = dict[str, Any] | list[Any] | None
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path takes. Starlette answers a 405 with the methods of the
+    first route whose path matched, but one path may have a route per method (`GET` and `POST
+    /v1/webhooks`): `Allow` must list them all."""
+    methods: set[str] = set()
+    for route in _leaf_routes(request.app.router.routes):
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+def _leaf_routes(routes: Iterable[Any]) -> Iterator[Any]:
+    """The routes themselves: FastAPI keeps an included router as one entry (`original_router`)."""
+    for route in routes:
+        included = getattr(getattr(route, "original_router", None), "routes", None)
+        if included is not None:
+            yield from _leaf_routes(included)
+        else:
+            yield route
 
 
 class RequestInvalidError(DomainError):
@@ -155,7 +178,10 @@ def install_error_handlers(
         # An HTTPException may carry its own code (the gateway's body-size cap does).
         code = getattr(exc, "error_code", None) or codes.get(exc.status_code, f"http.{exc.status_code}")
         details = getattr(exc, "error_details", None)
-        return respond(request, exc.status_code, code, str(exc.detail), details, exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405 and (allow := allowed_methods(request)):
+            headers = {**(headers or {}), "Allow": allow}
+        return respond(request, exc.status_code, code, str(exc.detail), details, headers)
 
     async def on_unavailable(request: Request, exc: Exception) -> Response:
         names = unavailable or {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from functools import lru_cache
 
 from pydantic import Field, field_validator
@@ -47,6 +48,41 @@ class Settings(BaseSettings):
         le=MAX_LEASE_SECONDS,
         description="a running job's lease when the worker names none",
     )
+
+    # Deliveries (issue 11): webhooks and FHIR pushes, sent by the dispatcher thread
+    # (services/reports/dispatcher.py) from the deliveries table.
+    delivery_interval_seconds: float = Field(
+        default=2.0, ge=0, description="how often due deliveries are looked for (0 = no dispatcher)"
+    )
+    delivery_retry_window_seconds: float = Field(
+        default=86_400.0, gt=0, description="how long a delivery is retried before it is failed"
+    )
+    delivery_retry_base_seconds: float = Field(
+        default=5.0, gt=0, description="the first retry's delay; it doubles per attempt"
+    )
+    delivery_retry_max_delay_seconds: float = Field(default=3600.0, gt=0, description="the longest delay")
+    delivery_timeout_seconds: float = Field(default=10.0, gt=0, description="one attempt's HTTP timeout")
+    delivery_concurrency: int = Field(default=4, ge=1, le=64, description="deliveries sent at once")
+    delivery_batch_size: int = Field(default=32, ge=1, description="deliveries claimed per round")
+    delivery_ca_bundle: str | None = Field(
+        default=None,
+        description="a PEM file of CAs receivers' certificates are checked against (default: the system's)",
+    )
+    webhook_secret_overlap_hours: float = Field(
+        default=24.0, ge=0, description="how long a rotated-out webhook secret still signs"
+    )
+    fhir_identifier_system: str = Field(
+        default="urn:skintriage:job", description="the identifier system of the FHIR resources made per job"
+    )
+    fhir_patient_identifier_system: str = Field(
+        default="urn:skintriage:patient-ref",
+        description="the system of the logical patient reference (the job's patient_ref)",
+    )
+
+    @property
+    def delivery_window(self) -> timedelta:
+        """How long a new (or replayed) delivery is tried."""
+        return timedelta(seconds=self.delivery_retry_window_seconds)
 
     @field_validator("database_url")
     @classmethod

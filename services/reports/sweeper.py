@@ -33,6 +33,7 @@ from contracts.jobs import ImageMetadata, InferenceTask, Sex, StoredImage
 from services.common.request_id import bound_request_id, new_request_id
 from services.common.task_queue import TaskQueue
 from services.reports.config import Settings
+from services.reports.db.deliveries import plan_job_finished
 from services.reports.db.models import Job
 from services.reports.db.sweeps import expired_leases, stale_queued, take_back
 from services.reports.db.types import utc_now
@@ -122,6 +123,7 @@ class Sweeper:
                 session.rollback()
                 return SweepOutcome(queue_depth=depth)
             requeued, abandoned = take_back(claimed, now, settings.sweep_max_redrives)
+            plan_job_finished(session, abandoned, now, settings.delivery_window)
             for chunk in tenant_chunks(requeued, SWEEP_CHUNK_JOBS):
                 self._queue.send_tasks([inference_task(job, request_id) for job in chunk])
             session.commit()

@@ -50,12 +50,22 @@ def test_jobs_stranded_by_a_dead_worker_or_broker_all_end_done(
     assert result.statuses == {"done": SMALL.images}, result
 
 
-@pytest.mark.parametrize("name", ["broker_kill_aof", "database_stopped", "reports_kill"])
+@pytest.mark.parametrize("name", ["broker_kill_aof", "database_stopped"])
 def test_an_outage_delays_jobs_and_loses_none(name: str, images: list[bytes], tmp_path: Path) -> None:
     result = _run(name, images, tmp_path)
 
     # The second batch went into the outage: its client was told to come back, and did.
     assert sum(result.client_errors.values()) > 0, result
+    assert result.statuses == {"done": SMALL.images}, result
+
+
+def test_a_reports_service_killed_mid_batch_loses_no_job(images: list[bytes], tmp_path: Path) -> None:
+    result = _run("reports_kill", images, tmp_path)
+
+    # Workers held jobs when reports died (their results and status changes had nowhere to go)
+    # and every job still ended done. Whether a client saw the outage is down to timing: the
+    # second batch registers in one bulk call, which often completes before the kill lands.
+    assert result.jobs_after_strike.get("running", 0) > 0, result
     assert result.statuses == {"done": SMALL.images}, result
 
 

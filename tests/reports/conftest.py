@@ -27,7 +27,16 @@ from tests.reports.migrate import upgrade_head, with_search_path
 
 INTERNAL_TOKEN = "test-internal-token-0123456789"
 # Children before parents, for emptying the tables between tests.
-TABLES = ("reports", "jobs", "batches", "api_keys", "tenants")
+TABLES = (
+    "deliveries",
+    "webhook_endpoints",
+    "fhir_endpoints",
+    "reports",
+    "jobs",
+    "batches",
+    "api_keys",
+    "tenants",
+)
 
 
 class PostgresSchemas:

@@ -16,7 +16,17 @@ from services.reports.db.engine import make_engine
 from services.reports.db.models import Base
 from tests.reports.migrate import ALEMBIC_INI, REPO_ROOT, upgrade_head
 
-EXPECTED_TABLES = {"tenants", "api_keys", "batches", "jobs", "reports", "alembic_version"}
+EXPECTED_TABLES = {
+    "tenants",
+    "api_keys",
+    "batches",
+    "jobs",
+    "reports",
+    "webhook_endpoints",
+    "fhir_endpoints",
+    "deliveries",
+    "alembic_version",
+}
 
 
 def _assert_schema_matches_models(url: str) -> None:

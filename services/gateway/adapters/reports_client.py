@@ -17,6 +17,16 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from contracts.errors import DomainError, ErrorBody
+from contracts.integrations import (
+    DeliveryList,
+    DeliveryView,
+    FhirEndpointConfig,
+    FhirEndpointView,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookList,
+    WebhookSecret,
+)
 from contracts.jobs import JobCreate
 from contracts.records import ApiKeyVerifyRequest, ApiKeyVerifyResponse, BatchCreate, BatchView
 from contracts.reports import (
@@ -203,8 +213,112 @@ class ReportsClient:
             return False
         return response.status_code == 200
 
-    async def _blob(self, path: str, tenant_id: str, request_id: str) -> Blob:
-        response = await self._send("GET", path, tenant_id=tenant_id, request_id=request_id)
+    async def get_job_document(
+        self,
+        tenant_id: str,
+        job_id: str,
+        document: str,
+        *,
+        request_id: str,
+        params: Mapping[str, str] | None = None,
+    ) -> Blob:
+        """A finished job as a document: `fhir` (a FHIR Bundle) or `report.pdf`."""
+        return await self._blob(f"/internal/v1/jobs/{_seg(job_id)}/{document}", tenant_id, request_id, params)
+
+    async def list_job_deliveries(self, tenant_id: str, job_id: str, *, request_id: str) -> DeliveryList:
+        """The job's webhook deliveries and FHIR push."""
+        response = await self._send(
+            "GET", f"/internal/v1/jobs/{_seg(job_id)}/deliveries", tenant_id=tenant_id, request_id=request_id
+        )
+        return _parse(DeliveryList, response)
+
+    async def replay_delivery(self, tenant_id: str, delivery_id: str, *, request_id: str) -> DeliveryView:
+        """Send a delivery again."""
+        response = await self._send(
+            "POST",
+            f"/internal/v1/deliveries/{_seg(delivery_id)}/replay",
+            tenant_id=tenant_id,
+            request_id=request_id,
+        )
+        return _parse(DeliveryView, response)
+
+    async def create_webhook(self, tenant_id: str, body: WebhookCreate, *, request_id: str) -> WebhookCreated:
+        """A new webhook endpoint, with its secret."""
+        response = await self._send(
+            "POST",
+            "/internal/v1/webhooks",
+            tenant_id=tenant_id,
+            request_id=request_id,
+            json=body.model_dump(mode="json"),
+        )
+        return _parse(WebhookCreated, response)
+
+    async def list_webhooks(self, tenant_id: str, *, request_id: str) -> WebhookList:
+        """The tenant's webhook endpoints."""
+        response = await self._send(
+            "GET", "/internal/v1/webhooks", tenant_id=tenant_id, request_id=request_id
+        )
+        return _parse(WebhookList, response)
+
+    async def remove_webhook(self, tenant_id: str, webhook_id: str, *, request_id: str) -> None:
+        """Stop delivering to an endpoint."""
+        await self._send(
+            "DELETE", f"/internal/v1/webhooks/{_seg(webhook_id)}", tenant_id=tenant_id, request_id=request_id
+        )
+
+    async def rotate_webhook_secret(
+        self, tenant_id: str, webhook_id: str, *, request_id: str
+    ) -> WebhookSecret:
+        """A new signing secret for an endpoint."""
+        response = await self._send(
+            "POST",
+            f"/internal/v1/webhooks/{_seg(webhook_id)}/rotate-secret",
+            tenant_id=tenant_id,
+            request_id=request_id,
+        )
+        return _parse(WebhookSecret, response)
+
+    async def list_webhook_deliveries(
+        self, tenant_id: str, webhook_id: str, limit: int, *, request_id: str
+    ) -> DeliveryList:
+        """An endpoint's delivery log."""
+        response = await self._send(
+            "GET",
+            f"/internal/v1/webhooks/{_seg(webhook_id)}/deliveries",
+            tenant_id=tenant_id,
+            request_id=request_id,
+            params={"limit": str(limit)},
+        )
+        return _parse(DeliveryList, response)
+
+    async def put_fhir_endpoint(
+        self, tenant_id: str, body: FhirEndpointConfig, *, request_id: str
+    ) -> tuple[FhirEndpointView, bool]:
+        """Set the tenant's FHIR endpoint; returns it and whether it was new."""
+        response = await self._send(
+            "PUT",
+            "/internal/v1/fhir-endpoint",
+            tenant_id=tenant_id,
+            request_id=request_id,
+            json=body.model_dump(mode="json"),
+        )
+        return _parse(FhirEndpointView, response), response.status_code == 201
+
+    async def get_fhir_endpoint(self, tenant_id: str, *, request_id: str) -> FhirEndpointView:
+        """The tenant's FHIR endpoint."""
+        response = await self._send(
+            "GET", "/internal/v1/fhir-endpoint", tenant_id=tenant_id, request_id=request_id
+        )
+        return _parse(FhirEndpointView, response)
+
+    async def remove_fhir_endpoint(self, tenant_id: str, *, request_id: str) -> None:
+        """Stop pushing to the tenant's FHIR endpoint."""
+        await self._send("DELETE", "/internal/v1/fhir-endpoint", tenant_id=tenant_id, request_id=request_id)
+
+    async def _blob(
+        self, path: str, tenant_id: str, request_id: str, params: Mapping[str, str] | None = None
+    ) -> Blob:
+        response = await self._send("GET", path, tenant_id=tenant_id, request_id=request_id, params=params)
         media_type = response.headers.get("content-type", "application/octet-stream").split(";")[0]
         return Blob(content=response.content, media_type=media_type.strip())
 

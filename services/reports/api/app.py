@@ -17,13 +17,24 @@ from services.common.json_logging import JsonFormatter, configure_logging
 from services.common.request_context import RequestContextMiddleware
 from services.common.task_queue import TaskQueue
 from services.reports.api.deps import require_internal_token
-from services.reports.api.routes import auth, batches, health, jobs, reports
+from services.reports.api.routes import auth, batches, health, integrations, jobs, reports
 from services.reports.config import Settings, get_settings
 from services.reports.db.engine import make_engine, make_sessionmaker
+from services.reports.dispatcher import Dispatcher
 from services.reports.sweeper import Sweeper
 
-# The sweeper's own line fields (sweeper.py), besides the common ones.
-LOG_FIELDS = ("queue_depth", "republished", "abandoned")
+# The sweeper's and the dispatcher's own line fields, besides the common ones.
+LOG_FIELDS = (
+    "queue_depth",
+    "republished",
+    "abandoned",
+    "delivery_id",
+    "delivery_kind",
+    "attempt",
+    "delivered",
+    "upstream_status",
+    "error",
+)
 
 
 def start_sweeper(sessions: sessionmaker[Session], settings: Settings) -> Sweeper | None:
@@ -33,6 +44,15 @@ def start_sweeper(sessions: sessionmaker[Session], settings: Settings) -> Sweepe
     sweeper = Sweeper(sessions, TaskQueue.from_broker_url(settings.broker_url), settings)
     sweeper.start()
     return sweeper
+
+
+def start_dispatcher(sessions: sessionmaker[Session], settings: Settings) -> Dispatcher | None:
+    """The dispatcher's thread (webhooks, FHIR pushes), unless its interval is 0."""
+    if settings.delivery_interval_seconds <= 0:
+        return None
+    dispatcher = Dispatcher(sessions, settings)
+    dispatcher.start()
+    return dispatcher
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,11 +66,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         sweeper = start_sweeper(app.state.sessionmaker, resolved)
+        app.state.dispatcher = start_dispatcher(app.state.sessionmaker, resolved)
         try:
             yield
         finally:
             if sweeper is not None:
                 sweeper.stop()
+            if app.state.dispatcher is not None:
+                app.state.dispatcher.stop()
             engine.dispose()
 
     app = internal_fastapi(
@@ -64,6 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestContextMiddleware, service="reports")
 
-    for module in (health, auth, batches, jobs, reports):
+    for module in (health, auth, batches, jobs, reports, integrations):
         app.include_router(module.router)
     return app

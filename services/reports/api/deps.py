@@ -63,3 +63,11 @@ def internal_router(tag: str) -> APIRouter:
     so the matched route's template, which the request log records, is the whole path.
     """
     return APIRouter(tags=[tag], dependencies=[Depends(require_internal_token)])
+
+
+def wake_dispatcher(request: Request) -> None:
+    """Deliveries may have been written: this process's dispatcher looks now rather than at its
+    next round (another replica's finds them at its next round)."""
+    dispatcher = getattr(request.app.state, "dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.wake()

@@ -26,6 +26,7 @@ def report_view(report: Report) -> ReportView:
             conformal_set=report.conformal_set or [],
             conformal_coverage=report.conformal_coverage or 0.0,
             metadata_used=report.metadata_used,
+            class_display_names=report.class_display_names or {},
         )
     return ReportView(
         job_id=report.job_id,

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from contracts.jobs import UNQUEUED_ERROR_CODES, JobCreate, JobStatus
 from services.reports.db.batches import get_batch
+from services.reports.db.deliveries import plan_job_finished
 from services.reports.db.models import Job, Report
 from services.reports.db.types import utc_now
 from services.reports.domain.errors import JobConflictError, JobNotFoundError
@@ -198,13 +199,19 @@ def fail_unqueued(session: Session, job_ids: list[str], error_code: str) -> None
     session.commit()
 
 
-def mark_failed(session: Session, tenant_id: str, job_id: str, error_code: str) -> Job:
-    """Record that the worker gave up, unless the job already has a result."""
+def mark_failed(
+    session: Session, tenant_id: str, job_id: str, error_code: str, delivery_window: timedelta
+) -> Job:
+    """Record that the worker gave up, unless the job already has a result; a job failing now
+    is announced (`job.finished`) unless it was never queued (the client was told already)."""
     job = get_job(session, tenant_id, job_id)
     if may_mark_failed(JobStatus(job.status)):
+        ending = job.status != JobStatus.failed.value
         job.status = JobStatus.failed.value
         job.error_code = error_code
         job.updated_at = utc_now()
+        if ending:
+            plan_job_finished(session, [job], job.updated_at, delivery_window)
         session.commit()
     return job
 

@@ -1,4 +1,5 @@
-"""The reports database: tenants, api_keys, batches, jobs, reports."""
+"""The reports database: tenants, api_keys, batches, jobs, reports, and (issue 11) the tenants'
+webhook and FHIR endpoints and every delivery made to them."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     or_,
 )
@@ -147,6 +149,8 @@ class Report(Base):
     conformal_coverage: Mapped[float | None] = mapped_column(Float)
     # Prediction.metadata_used: the clinical fields the model fused; NULL = image-only model.
     metadata_used: Mapped[list[ClinicalField] | None] = mapped_column(JSON)
+    # Prediction.class_display_names (migration 0006); NULL for reports stored before it.
+    class_display_names: Mapped[dict[str, str] | None] = mapped_column(JSON)
     ood: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     ood_decision: Mapped[str | None] = mapped_column(String(32))
     model_name: Mapped[str] = mapped_column(String(128))
@@ -164,3 +168,74 @@ class Report(Base):
     has_heatmap: Mapped[bool] = column_property(or_(heatmap_png.is_not(None), heatmap_source.is_not(None)))
 
     job: Mapped[Job] = relationship(back_populates="report")
+
+
+class WebhookEndpoint(Base):
+    """A tenant's webhook receiver. Secrets are kept as given out (signing needs them); during a
+    rotation's overlap the previous one signs too. Removed endpoints keep their row (their
+    deliveries refer to it) with `removed_at` set."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[str]] = mapped_column(JSON)
+    description: Mapped[str | None] = mapped_column(String(256))
+    secret: Mapped[str] = mapped_column(String(128))
+    previous_secret: Mapped[str | None] = mapped_column(String(128))
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class FhirEndpoint(Base):
+    """A tenant's FHIR server (one at most) and the SMART Backend Services key SkinTriage signs
+    its client assertions with (PEM, PKCS#8)."""
+
+    __tablename__ = "fhir_endpoints"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    base_url: Mapped[str] = mapped_column(String(2048))
+    token_url: Mapped[str] = mapped_column(String(2048))
+    client_id: Mapped[str] = mapped_column(String(256))
+    scope: Mapped[str] = mapped_column(String(1024))
+    algorithm: Mapped[str] = mapped_column(String(8))
+    key_id: Mapped[str] = mapped_column(String(64))
+    private_key_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+
+
+class Delivery(Base):
+    """One event to deliver to one receiver: written in the transaction that ended its job (an
+    outbox, so an ended job and its deliveries cannot diverge), then sent by the dispatcher
+    (services/reports/dispatcher.py) until delivered or past `give_up_at`. `dedupe_key` makes a
+    subject's event reach a receiver once however often its job is finished."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        # The dispatcher's question, across tenants: what is due now.
+        Index("ix_deliveries_status_next", "status", "next_attempt_at"),
+        Index("ix_deliveries_tenant_job", "tenant_id", "job_id", "created_at"),
+        Index("ix_deliveries_webhook_created", "webhook_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    event: Mapped[str] = mapped_column(String(32))
+    webhook_id: Mapped[str | None] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"))
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"))
+    dedupe_key: Mapped[str] = mapped_column(String(255), unique=True)
+    # A webhook's body, fixed when the event happened (retries send the same bytes and id).
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    give_up_at: Mapped[datetime] = mapped_column(UtcDateTime())

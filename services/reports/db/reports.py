@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 from contracts.jobs import JobStatus
 from contracts.reports import HeatmapSource, ReportUpsert
 from model_bundle.heatmap import render_heatmap
+from services.reports.db.deliveries import plan_job_finished
 from services.reports.db.jobs import get_job
 from services.reports.db.models import Job, Report
 from services.reports.db.types import utc_now
@@ -36,6 +38,8 @@ def _apply(report: Report, body: ReportUpsert, heatmap: bytes | None) -> None:
     report.conformal_coverage = prediction.conformal_coverage if prediction is not None else None
     used = prediction.metadata_used if prediction is not None else None
     report.metadata_used = list(used) if used is not None else None
+    names = prediction.class_display_names if prediction is not None else None
+    report.class_display_names = dict(names) if names else None
     report.ood = body.ood.model_dump(mode="json") if body.ood is not None else None
     report.ood_decision = body.ood.decision.value if body.ood is not None else None
     report.model_name = body.model.name
@@ -47,16 +51,16 @@ def _apply(report: Report, body: ReportUpsert, heatmap: bytes | None) -> None:
     report.completed_at = utc_now()
 
 
-def _stage(session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes | None) -> Job:
-    """Write the report and finish the job in the session (not yet committed). A job that already
-    has its result keeps it: the first result stands, and a late redelivery (a task the broker
-    handed out twice) changes nothing."""
+def _stage(session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes | None) -> tuple[Job, bool]:
+    """Write the report and finish the job in the session (not yet committed); the flag says
+    whether this ended the job now. A job that already has its result keeps it: the first result
+    stands, and a late redelivery (a task the broker handed out twice) changes nothing."""
     job = get_job(session, tenant_id, body.job_id)
     # Both lines below mean a job was run when it should not have been (the worker skips ended
     # jobs): the fault tests and `make chaos` count them.
     if JobStatus(job.status) in FINAL_STATUSES and job.report is not None:
         log.warning("report.redelivered", extra={"job_id": job.id, "tenant_id": tenant_id})
-        return job
+        return job, False
     if job.status == JobStatus.failed.value:
         log.warning("report.after_failure", extra={"job_id": job.id, "tenant_id": tenant_id})
     report = session.get(Report, body.job_id)
@@ -67,11 +71,15 @@ def _stage(session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes 
     job.status = body.status.value
     job.error_code = body.error_code
     job.updated_at = utc_now()
-    return job
+    return job, True
 
 
-def _store(session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes | None) -> Job:
-    job = _stage(session, tenant_id, body, heatmap)
+def _store(
+    session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes | None, delivery_window: timedelta
+) -> Job:
+    job, ended = _stage(session, tenant_id, body, heatmap)
+    if ended:
+        plan_job_finished(session, [job], utc_now(), delivery_window)
     session.commit()
     # heatmap_png is deferred; has_heatmap is computed by the database.
     assert job.report is not None
@@ -79,29 +87,36 @@ def _store(session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes 
     return job
 
 
-def upsert_report(session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes | None) -> Job:
-    """Store the job's result (one row per job, updated on redelivery) and finish the job."""
+def upsert_report(
+    session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes | None, delivery_window: timedelta
+) -> Job:
+    """Store the job's result (one row per job, updated on redelivery) and finish the job, with
+    the deliveries that calls for (retried for `delivery_window`)."""
     try:
-        return _store(session, tenant_id, body, heatmap)
+        return _store(session, tenant_id, body, heatmap, delivery_window)
     except IntegrityError:
         # A concurrent delivery inserted the row between our read and our insert: update it.
         session.rollback()
-        return _store(session, tenant_id, body, heatmap)
+        return _store(session, tenant_id, body, heatmap, delivery_window)
 
 
 def upsert_many(
-    session: Session, tenant_id: str, items: list[tuple[ReportUpsert, bytes | None]]
+    session: Session,
+    tenant_id: str,
+    items: list[tuple[ReportUpsert, bytes | None]],
+    delivery_window: timedelta,
 ) -> list[Job]:
     """Store several jobs' results in ONE transaction (a worker's micro-batch), each as
     `upsert_report` would; if it cannot commit (a concurrent first delivery of the same job), it
     is rolled back and each is stored on its own."""
-    jobs = [_stage(session, tenant_id, body, heatmap) for body, heatmap in items]
+    staged = [_stage(session, tenant_id, body, heatmap) for body, heatmap in items]
     try:
+        plan_job_finished(session, [job for job, ended in staged if ended], utc_now(), delivery_window)
         session.commit()
     except IntegrityError:
         session.rollback()
-        return [upsert_report(session, tenant_id, body, heatmap) for body, heatmap in items]
-    return jobs
+        return [upsert_report(session, tenant_id, body, heatmap, delivery_window) for body, heatmap in items]
+    return [job for job, _ in staged]
 
 
 def get_heatmap(session: Session, tenant_id: str, job_id: str) -> bytes:

@@ -81,3 +81,33 @@ class DatabaseUnavailableError(DomainError):
     """The database did not answer."""
 
     code, status = "dependency.database_unavailable", 503
+
+
+class JobNotFinishedError(DomainError):
+    """A job's FHIR bundle or printable report was asked for before it has a result."""
+
+    code, status = "job.not_finished", 409
+
+
+class WebhookNotFoundError(DomainError):
+    """No such webhook endpoint for this tenant (or it was removed)."""
+
+    code, status = "webhook.not_found", 404
+
+
+class FhirEndpointNotFoundError(DomainError):
+    """The tenant has no FHIR endpoint configured."""
+
+    code, status = "fhir_endpoint.not_found", 404
+
+
+class DeliveryNotFoundError(DomainError):
+    """No such delivery for this tenant."""
+
+    code, status = "delivery.not_found", 404
+
+
+class DeliveryPendingError(DomainError):
+    """A replay of a delivery that is still being tried."""
+
+    code, status = "delivery.pending", 409

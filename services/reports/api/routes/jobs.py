@@ -22,7 +22,7 @@ from contracts.reports import (
 from services.common.errors import DependencyUnavailableError
 from services.common.request_context import seconds_waiting
 from services.reports.api.checks import check_job_id, check_lengths, check_tenant
-from services.reports.api.deps import SessionDep, SettingsDep, TenantDep, internal_router
+from services.reports.api.deps import SessionDep, SettingsDep, TenantDep, internal_router, wake_dispatcher
 from services.reports.api.views import job_view
 from services.reports.db.jobs import (
     create_job,
@@ -197,9 +197,18 @@ def job_requeue(job_id: JobId, tenant: TenantDep, session: SessionDep) -> JobVie
 
 
 @router.post("/internal/v1/jobs/{job_id}/fail")
-def job_failed(job_id: JobId, body: JobFailure, tenant: TenantDep, session: SessionDep) -> JobView:
+def job_failed(
+    job_id: JobId,
+    body: JobFailure,
+    tenant: TenantDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+) -> JobView:
     """The worker gave up; a job that is already done or rejected keeps its result."""
     check_tenant(body.tenant_id, tenant)
     check_job_id(body.job_id, job_id)
     check_lengths({"error_code": body.error_code}, {"error_code": 64})
-    return job_view(mark_failed(session, tenant, job_id, body.error_code))
+    job = mark_failed(session, tenant, job_id, body.error_code, settings.delivery_window)
+    wake_dispatcher(request)
+    return job_view(job)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Path, Query
+from fastapi import Path, Query, Request
 
 from contracts.bundle import TriageLevel
 from contracts.errors import DomainError, error_detail
@@ -21,7 +21,7 @@ from contracts.reports import (
 )
 from contracts.text import NO_CONTROL_CHARACTERS, IsoDatetime
 from services.reports.api.checks import check_job_id, check_tenant
-from services.reports.api.deps import SessionDep, TenantDep, internal_router
+from services.reports.api.deps import SessionDep, SettingsDep, TenantDep, internal_router, wake_dispatcher
 from services.reports.api.views import job_view
 from services.reports.db.jobs import list_jobs
 from services.reports.db.reports import upsert_many, upsert_report
@@ -50,16 +50,22 @@ def put_report(
     body: ReportUpsert,
     tenant: TenantDep,
     session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
 ) -> JobView:
     """Store a job's result, idempotently: a redelivered result updates the one report row."""
     check_tenant(body.tenant_id, tenant)
     check_job_id(body.job_id, job_id)
     heatmap = check_report(body)
-    return job_view(upsert_report(session, tenant, body, heatmap))
+    job = upsert_report(session, tenant, body, heatmap, settings.delivery_window)
+    wake_dispatcher(request)
+    return job_view(job)
 
 
 @router.put("/internal/v1/reports")
-def put_reports(body: ReportUpsertBatch, tenant: TenantDep, session: SessionDep) -> ReportUpsertBatchResult:
+def put_reports(
+    body: ReportUpsertBatch, tenant: TenantDep, session: SessionDep, settings: SettingsDep, request: Request
+) -> ReportUpsertBatchResult:
     """Store several jobs' results (a worker's micro-batch), each as `PUT /internal/v1/reports/{id}`
     would: one that would be refused there (other tenant, unknown job, invalid report) gets that
     error in its place, and the others are stored all the same. The valid ones are written in one
@@ -73,18 +79,21 @@ def put_reports(body: ReportUpsertBatch, tenant: TenantDep, session: SessionDep)
         except DomainError as exc:
             outcomes[index] = _failed(report, exc)
     try:
-        stored = upsert_many(session, tenant, [(report, heatmap) for _, report, heatmap in valid])
+        stored = upsert_many(
+            session, tenant, [(report, heatmap) for _, report, heatmap in valid], settings.delivery_window
+        )
         for (index, report, _), job in zip(valid, stored, strict=True):
             outcomes[index] = ReportUpsertOutcome(job_id=report.job_id, status=JobStatus(job.status))
     except DomainError:
         session.rollback()
         for index, report, heatmap in valid:
             try:
-                job = upsert_report(session, tenant, report, heatmap)
+                job = upsert_report(session, tenant, report, heatmap, settings.delivery_window)
                 outcomes[index] = ReportUpsertOutcome(job_id=report.job_id, status=JobStatus(job.status))
             except DomainError as exc:
                 session.rollback()
                 outcomes[index] = _failed(report, exc)
+    wake_dispatcher(request)
     return ReportUpsertBatchResult(results=[outcomes[i] for i in range(len(body.reports))])
 
 
