@@ -72,6 +72,26 @@ class StoredImage(BaseModel):
 UNQUEUED_ERROR_CODES = frozenset({"queue.unavailable", "registration.timeout"})
 
 
+# A DICOM UID: digits and dots, at most 64 characters (PS3.5 §9.1).
+DICOM_UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
+Laterality = Literal["left", "right", "bilateral", "unpaired"]
+
+
+class DicomRef(BaseModel):
+    """Where an image that arrived as a DICOM instance came from: its UIDs (the FHIR output
+    refers to its ImagingStudy and names the instance), laterality and acquisition time. Nothing
+    else from the DICOM header is kept; the patient's ID becomes an opaque `patient_ref`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    study_instance_uid: str = Field(max_length=64, pattern=DICOM_UID_PATTERN)
+    series_instance_uid: str | None = Field(default=None, max_length=64, pattern=DICOM_UID_PATTERN)
+    sop_instance_uid: str = Field(max_length=64, pattern=DICOM_UID_PATTERN)
+    sop_class_uid: str = Field(max_length=64, pattern=DICOM_UID_PATTERN)
+    laterality: Laterality | None = None
+    acquired_at: datetime | None = None
+
+
 class JobCreate(BaseModel):
     """Gateway -> reports: register a job before it is queued."""
 
@@ -82,6 +102,7 @@ class JobCreate(BaseModel):
     metadata: ImageMetadata = Field(default_factory=ImageMetadata)
     image: StoredImage
     filename: str | None = None
+    dicom: DicomRef | None = Field(default=None, description="set when the image arrived as DICOM")
     register_within_ms: int | None = Field(
         default=None,
         gt=0,

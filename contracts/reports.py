@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from contracts.bundle import TriageLevel
 from contracts.errors import ErrorDetail
-from contracts.jobs import ClinicalField, ImageMetadata, JobCreate, JobStatus
+from contracts.jobs import ClinicalField, DicomRef, ImageMetadata, JobCreate, JobStatus
 from contracts.ood import OodScoreResponse
 
 DISCLAIMER = (
@@ -193,6 +193,7 @@ class JobView(BaseModel):
     batch_id: str | None = None
     status: JobStatus
     metadata: ImageMetadata
+    dicom: DicomRef | None = Field(default=None, description="the DICOM instance the image came from")
     created_at: datetime
     updated_at: datetime
     result: ReportView | None = None

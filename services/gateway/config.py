@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.jobs import MAX_CHUNK_JOBS
@@ -64,6 +64,17 @@ class Settings(BaseSettings):
         default=100.0, ge=0, description="images per second per tenant and gateway process; 0 = unlimited"
     )
     tenant_burst: int = Field(default=500, gt=0, description="images a tenant may send at once")
+
+    # DICOM ingest (POST /v1/dicom, STOW-RS POST /dicomweb/studies).
+    max_dicom_bytes: int = Field(
+        default=64 * MIB, gt=0, description="one DICOM instance (uncompressed dermoscopy runs to tens of MB)"
+    )
+    max_stow_bytes: int = Field(default=256 * MIB, gt=0, description="a whole STOW-RS request")
+    patient_ref_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key that turns a DICOM PatientID into the tenant's opaque patient_ref; unset: "
+        "derived from the internal token (set it, so that rotating the token keeps patient refs stable)",
+    )
 
     @field_validator("reports_url")
     @classmethod

@@ -10,6 +10,7 @@ import io
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 from PIL import Image
 
-from contracts.jobs import JobStatus
+from contracts.jobs import DicomRef, JobStatus
 from contracts.reports import JobView
 from services.reports.domain.fhir_bundle import BundleNotAvailableError, job_bundle
 from tests.reports.fhir_invariants import check_bundle
@@ -124,10 +125,26 @@ def rejected_job(job_id: str = JOB_ID) -> JobView:
     )
 
 
+STUDY_UID, SOP_UID = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.1.1.1"
+
+
+def dicom_job() -> JobView:
+    """A done job whose image arrived as a DICOM instance."""
+    dicom = {
+        "study_instance_uid": STUDY_UID,
+        "sop_instance_uid": SOP_UID,
+        "sop_class_uid": "1.2.840.10008.5.1.4.1.1.77.1.7",
+        "laterality": "left",
+        "acquired_at": "2026-11-30T09:15:00+01:00",
+    }
+    return done_job().model_copy(update={"dicom": DicomRef.model_validate(dicom)})
+
+
 JOBS: dict[str, Callable[[], JobView]] = {
     "done": done_job,
     "rejected": rejected_job,
     "no-patient-ref": lambda: done_job(patient_ref=None),
+    "dicom": dicom_job,
 }
 
 
@@ -479,6 +496,21 @@ def test_media_device_and_provenance() -> None:
     assert {full_url(bundle, o) for o in resources(bundle, "Observation")} <= targets
 
 
+def test_a_dicom_image_links_its_study_and_names_its_instance() -> None:
+    bundle = build(dicom_job())
+
+    report = _first(bundle, "DiagnosticReport")
+    assert report["imagingStudy"] == [
+        {"type": "ImagingStudy", "identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{STUDY_UID}"}}
+    ]
+    image = next(m for m in resources(bundle, "Media") if m["content"]["contentType"] == "image/jpeg")
+    assert {"system": "urn:dicom:uid", "value": f"urn:oid:{SOP_UID}"} in image["identifier"]
+    assert image["createdDateTime"] == "2026-11-30T08:15:00Z"
+    assert image["bodySite"] == {"text": "upper back (left)"}
+    # A job that did not come from DICOM names no study.
+    assert "imagingStudy" not in _first(build(done_job()), "DiagnosticReport")
+
+
 def test_a_png_upload_keeps_its_media_type() -> None:
     image = by_identifier(build(image=PNG, image_media_type="image/png"), f"{JOB_ID}/media/image")
 
@@ -665,3 +697,9 @@ def test_building_does_not_modify_the_job() -> None:
     build(job, bundle_type="transaction")
 
     assert job.model_dump() == before
+
+
+def test_the_documented_example_is_what_the_builder_makes() -> None:
+    # docs/EHR_INTEGRATION.md links this file; a change to the mapping must update it.
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "fhir-bundle-transaction.json"
+    assert json.loads(example.read_text()) == build(dicom_job(), bundle_type="transaction")

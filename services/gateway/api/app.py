@@ -25,7 +25,7 @@ from services.gateway.api.deps import GatewayContext
 from services.gateway.api.errors import install_error_handlers
 from services.gateway.api.metrics import Metrics
 from services.gateway.api.openapi import install_openapi
-from services.gateway.api.routes import batches, health, images, integrations, jobs, reports
+from services.gateway.api.routes import batches, dicom, health, images, integrations, jobs, reports
 from services.gateway.config import Settings, get_settings
 from services.gateway.domain.admission import QueueDepthGuard, TenantRateLimiter
 from services.gateway.domain.auth import ApiKeyCache
@@ -136,7 +136,7 @@ def create_app(
     install_settings(app, settings)
     install_error_handlers(app, metrics)
     install_openapi(app)
-    for module in (images, batches, jobs, integrations, reports, health):
+    for module in (images, batches, dicom, jobs, integrations, reports, health):
         app.include_router(module.router)
     # Mounted last, so every API route keeps priority; only these static files are open.
     app.router.routes.append(
@@ -146,6 +146,8 @@ def create_app(
     body_limits = {
         "/v1/images": settings.max_upload_bytes + _FORM_OVERHEAD_BYTES,
         "/v1/batches": settings.max_batch_upload_bytes,
+        "/v1/dicom": settings.max_dicom_bytes,
+        "/dicomweb/studies": settings.max_stow_bytes,
     }
     # Added innermost first: the request-context middleware wraps everything, so even a
     # body-limit refusal carries the request id and is logged and counted.

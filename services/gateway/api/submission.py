@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from fastapi import Response
+
 from contracts.errors import DomainError
 from contracts.jobs import (
     UNQUEUED_ERROR_CODES,
+    DicomRef,
     ImageMetadata,
     InferenceTask,
     JobCreate,
@@ -22,6 +25,7 @@ from contracts.jobs import (
     StoredImage,
 )
 from contracts.notifications import JobFinished
+from contracts.public import JobAccepted
 from contracts.reports import JobFailure, JobView
 from services.gateway.adapters.finish_listener import FinishListener
 from services.gateway.adapters.reports_client import ReportsClient
@@ -95,6 +99,7 @@ def job_create(
     filename: str | None,
     idempotency_key: str | None,
     batch_id: str | None,
+    dicom: DicomRef | None = None,
 ) -> JobCreate:
     """What reports registers for one validated image (a fresh job id)."""
     return JobCreate(
@@ -105,6 +110,7 @@ def job_create(
         metadata=metadata,
         image=image,
         filename=filename,
+        dicom=dicom,
     )
 
 
@@ -133,10 +139,11 @@ async def submit_job(
     idempotency_key: str | None,
     batch_id: str | None,
     request_id: str,
+    dicom: DicomRef | None = None,
 ) -> Submitted:
     """Register the job and queue its task when reports says it is new; a replay queues only a
     job that never reached the queue (`replay_task`)."""
-    registration = job_create(principal, image, metadata, filename, idempotency_key, batch_id)
+    registration = job_create(principal, image, metadata, filename, idempotency_key, batch_id, dicom)
     job, replayed = await context.reports.create_job(registration, request_id=request_id)
     if replayed:
         job, task = await replay_task(context, job, principal.tenant_id, image, metadata, request_id)
@@ -145,6 +152,38 @@ async def submit_job(
     if task is not None:
         await queue_tasks(context, [task], request_id=request_id)
     return Submitted(job, replayed=replayed)
+
+
+async def answer_submitted(
+    response: Response,
+    context: GatewayContext,
+    submitted: Submitted,
+    *,
+    tenant_id: str,
+    wait: int,
+    request_id: str,
+) -> JobAccepted | JobView:
+    """A single submission's answer: 202 with the job's `status_url` (and `Location`), or, with
+    `Prefer: wait=N` (`wait` > 0) and the job finished within it, 200 with the finished job."""
+    job = submitted.job
+    status_url = f"/v1/jobs/{job.job_id}"
+    response.headers["Location"] = status_url
+    if submitted.replayed:
+        response.headers["Idempotent-Replay"] = "true"
+    if wait > 0:
+        response.headers["Preference-Applied"] = f"wait={wait}"
+        finished = await wait_for_finish(
+            context.reports,
+            job=job,
+            tenant_id=tenant_id,
+            seconds=wait,
+            request_id=request_id,
+            listener=context.finish_listener,
+        )
+        if finished is not None:
+            response.status_code = 200
+            return finished
+    return JobAccepted(job_id=job.job_id, status=job.status, status_url=status_url)
 
 
 async def queue_tasks(context: GatewayContext, tasks: list[InferenceTask], *, request_id: str) -> None:

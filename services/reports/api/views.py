@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from contracts.bundle import TriageLevel
-from contracts.jobs import BatchCounts, ImageMetadata, JobStatus, Sex
+from contracts.jobs import BatchCounts, DicomRef, ImageMetadata, JobStatus, Sex
 from contracts.ood import OodScoreResponse
 from contracts.records import BatchView
 from contracts.reports import JobView, ModelRef, Prediction, ReportView
@@ -54,6 +54,7 @@ def job_view(job: Job) -> JobView:
             sex=cast(Sex | None, job.sex),
             client_ref=job.client_ref,
         ),
+        dicom=DicomRef.model_validate(job.dicom) if job.dicom is not None else None,
         created_at=job.created_at,
         updated_at=job.updated_at,
         result=report_view(job.report) if job.report is not None else None,

@@ -98,6 +98,7 @@ def _new_job(tenant_id: str, body: JobCreate, image: bytes) -> Job:
         width=body.image.width,
         height=body.image.height,
         image_sha256=body.image.sha256.lower(),
+        dicom=body.dicom.model_dump(mode="json") if body.dicom is not None else None,
         report=None,
     )
 

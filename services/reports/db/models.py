@@ -124,6 +124,8 @@ class Job(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=utc_now)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     redrives: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # contracts.jobs.DicomRef of an image that arrived as DICOM (migration 0006); NULL otherwise.
+    dicom: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
 
     report: Mapped[Report | None] = relationship(back_populates="job", lazy="selectin")
 

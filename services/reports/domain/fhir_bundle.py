@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 from urllib.parse import quote
 
-from contracts.jobs import JobStatus
+from contracts.jobs import DicomRef, JobStatus
 from contracts.ood import OodDecision, OodScoreResponse
 from contracts.reports import JobView, ModelRef, Prediction, ReportView
 
@@ -40,6 +40,8 @@ TRIAGE_LEVEL_CODES = "https://skintriage.org/fhir/CodeSystem/triage-level"
 OOD_DECISION_CODES = "https://skintriage.org/fhir/CodeSystem/ood-decision"
 
 MODEL_SHA256_SYSTEM = "urn:skintriage:model-sha256"
+# FHIR's system for DICOM UIDs (values are `urn:oid:<uid>`).
+DICOM_UID_SYSTEM = "urn:dicom:uid"
 DERMATOSCOPY_SNOMED_CODE = "1237125003"
 REPORT_LOCAL_CODE = "skin-lesion-triage"
 
@@ -144,6 +146,8 @@ def job_bundle(
 
     media = [image_media, *heatmap_media]
     report = _report_entry(context, result, prediction, observations, media, report_pdf)
+    if job.dicom is not None:
+        _link_dicom(job.dicom, report, image_media)
     # The model produced the report, the Observations and the heatmap; the image is its input.
     provenance = _provenance_entry(context, targets=[report, *observations, *heatmap_media])
     entries = [report, *observations, *media, device, provenance]
@@ -281,6 +285,27 @@ def _device_entry(model: ModelRef) -> _Entry:
         },
         if_none_exist=f"identifier={_search_token(MODEL_SHA256_SYSTEM, model.sha256)}",
     )
+
+
+def _dicom_uid(uid: str) -> JsonObject:
+    """A DICOM UID as a FHIR Identifier (the `urn:dicom:uid` system takes `urn:oid:` values)."""
+    return {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{uid}"}
+
+
+def _link_dicom(dicom: DicomRef, report: _Entry, image_media: _Entry) -> None:
+    """An image that arrived as DICOM: the report names its study (a logical reference, since the
+    ImagingStudy lives in the PACS, not in this bundle) and the image Media its SOP instance and
+    acquisition time, so the EHR can join the triage to the images it already holds."""
+    report.resource["imagingStudy"] = [
+        {"type": "ImagingStudy", "identifier": _dicom_uid(dicom.study_instance_uid)}
+    ]
+    image_media.resource["identifier"].append(_dicom_uid(dicom.sop_instance_uid))
+    if dicom.acquired_at is not None:
+        image_media.resource["createdDateTime"] = _instant(dicom.acquired_at)
+    if dicom.laterality is not None:
+        site = image_media.resource.get("bodySite", {}).get("text")
+        text = f"{site} ({dicom.laterality})" if site else dicom.laterality
+        image_media.resource["bodySite"] = {"text": text}
 
 
 def _media_entry(

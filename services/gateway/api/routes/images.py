@@ -21,7 +21,7 @@ from services.gateway.api.deps import (
 )
 from services.gateway.api.prefer import parse_wait
 from services.gateway.api.responses import SUBMITTED_HEADERS, api_key_route
-from services.gateway.api.submission import submit_job, wait_for_finish
+from services.gateway.api.submission import answer_submitted, submit_job
 from services.gateway.domain.batch import clean_filename, read_bounded
 from services.gateway.domain.errors import UploadTooLargeError
 from services.gateway.domain.upload_validation import prepare_image
@@ -97,23 +97,11 @@ async def submit_image(
         batch_id=None,
         request_id=request_id,
     )
-    job = submitted.job
-    status_url = f"/v1/jobs/{job.job_id}"
-    response.headers["Location"] = status_url
-    if submitted.replayed:
-        response.headers["Idempotent-Replay"] = "true"
-    wait = parse_wait(prefer, settings.max_wait_seconds)
-    if wait > 0:
-        response.headers["Preference-Applied"] = f"wait={wait}"
-        finished = await wait_for_finish(
-            context.reports,
-            job=job,
-            tenant_id=principal.tenant_id,
-            seconds=wait,
-            request_id=request_id,
-            listener=context.finish_listener,
-        )
-        if finished is not None:
-            response.status_code = 200
-            return finished
-    return JobAccepted(job_id=job.job_id, status=job.status, status_url=status_url)
+    return await answer_submitted(
+        response,
+        context,
+        submitted,
+        tenant_id=principal.tenant_id,
+        wait=parse_wait(prefer, settings.max_wait_seconds),
+        request_id=request_id,
+    )

@@ -1,5 +1,5 @@
 """Issue 11: webhook_endpoints, fhir_endpoints and deliveries (the outbox the dispatcher sends
-from), and reports.class_display_names.
+from), reports.class_display_names and jobs.dicom.
 
 Revision ID: 0006
 Revises: 0005
@@ -27,6 +27,7 @@ def _timestamp(name: str, nullable: bool = True) -> sa.Column[datetime]:
 def upgrade() -> None:
     """Three new tables and one nullable column (plain ADD COLUMN on both backends)."""
     op.add_column("reports", sa.Column("class_display_names", sa.JSON(), nullable=True))
+    op.add_column("jobs", sa.Column("dicom", sa.JSON(), nullable=True))
     op.create_table(
         "webhook_endpoints",
         sa.Column("id", sa.String(64), nullable=False),
@@ -99,3 +100,5 @@ def downgrade() -> None:
     op.drop_table("webhook_endpoints")
     with op.batch_alter_table("reports") as batch:
         batch.drop_column("class_display_names")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("dicom")
