@@ -158,6 +158,14 @@ class JobLease(BaseModel):
     lease_seconds: int | None = Field(
         default=None, ge=1, le=MAX_LEASE_SECONDS, description="None: the reports service's default"
     )
+    runner: str | None = Field(
+        default=None,
+        max_length=255,
+        description="who holds the lease (the worker sends its Celery task id, which its retries "
+        "keep): a running job whose live lease another runner holds is left to that runner, so two "
+        "messages for one job (a retry waiting in a worker while the sweeper re-publishes) never "
+        "both run it; None: any running job's lease is renewed (workers before leases had owners)",
+    )
 
 
 class JobsRunning(JobLease):
@@ -174,6 +182,11 @@ class JobsRunningResult(BaseModel):
     changed: int
     finished: dict[str, JobStatus] = Field(
         default_factory=dict, description="job id -> done | rejected | failed"
+    )
+    busy: list[str] = Field(
+        default_factory=list,
+        description="running under another runner's live lease: that runner finishes them (or its "
+        "lease runs out and the sweeper takes them back); skip them",
     )
 
 

@@ -36,7 +36,12 @@ from services.common.request_id import bound_request_id, is_well_formed, new_req
 from services.inference.adapters.finish_notifier import finished
 from services.inference.celery_app import celery_app, settings
 from services.inference.domain.errors import PayloadInvalidError, TransientError
-from services.inference.domain.pipeline import AlreadyFinishedError, run_chunk, run_job_stored
+from services.inference.domain.pipeline import (
+    AlreadyFinishedError,
+    AlreadyRunningError,
+    run_chunk,
+    run_job_stored,
+)
 from services.inference.resources import get_resources
 
 log = logging.getLogger("services.inference.tasks")
@@ -227,7 +232,9 @@ def predict(
     with bound_request_id(request_id):
         resources = get_resources()
         try:
-            report, stored = run_job_stored(job, resources.predictor, resources.ood, resources.reports)
+            report, stored = run_job_stored(
+                job, resources.predictor, resources.ood, resources.reports, runner=self.request.id
+            )
         except TransientError as exc:
             retry_transient(self, exc, payload, started)
         except AlreadyFinishedError as done:
@@ -236,6 +243,9 @@ def predict(
                 extra={"job_id": job.job_id, "tenant_id": job.tenant_id, "status": done.status.value},
             )
             return {"job_id": job.job_id, "status": done.status.value}
+        except AlreadyRunningError:
+            log.info("task.skipped_busy", extra={"job_id": job.job_id, "tenant_id": job.tenant_id})
+            return {"job_id": job.job_id, "status": JobStatus.running.value}
         resources.finished.notify([finished(job.job_id, job.tenant_id, report.status, stored)])
         log.info(
             "task.done",
@@ -313,7 +323,9 @@ def predict_chunk(
     with bound_request_id(request_id):
         resources = get_resources()
         try:
-            outcomes = run_chunk(tasks, resources.predictor, resources.ood, resources.reports)
+            outcomes = run_chunk(
+                tasks, resources.predictor, resources.ood, resources.reports, runner=self.request.id
+            )
         except TransientError as exc:
             retry_transient(self, exc, payload, started)
         resources.finished.notify([finished(o.job_id, tasks[0].tenant_id, o.status) for o in outcomes])

@@ -120,8 +120,8 @@ def mocked() -> Iterator[respx.MockRouter]:
     """respx router over every httpx call; routes: `ood`, `job_running`, `report_put`, `job_fail`."""
     with respx.mock(assert_all_called=False) as router:
         router.post(f"{OOD_URL}/v1/score", name="ood").respond(200, json=verdict())
-        router.post(url__regex=rf"{REPORTS_URL}/internal/v1/jobs/[^/]+/running$", name="job_running").respond(
-            200, json={}
+        router.post(f"{REPORTS_URL}/internal/v1/jobs/running", name="job_running").respond(
+            200, json={"changed": 1}
         )
         router.put(url__regex=rf"{REPORTS_URL}/internal/v1/reports/[^/]+$", name="report_put").respond(
             200, json={}

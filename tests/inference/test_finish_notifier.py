@@ -4,6 +4,7 @@ per job; none (and no error) on a broker without pub/sub or a Redis that is down
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from typing import Any
 
@@ -102,10 +103,27 @@ def test_the_task_notifies_its_job_with_the_stored_view_and_a_failure_without_on
 def test_a_redelivered_task_of_a_finished_job_runs_nothing(
     payload: dict[str, Any], resources: WorkerResources, mocked: respx.MockRouter
 ) -> None:
-    mocked["job_running"].respond(200, json=_job_view(JOB_ID, "done"))
+    mocked["job_running"].respond(200, json={"changed": 0, "finished": {JOB_ID: "done"}})
 
     result = predict.apply(kwargs={"payload": payload}, task_id=JOB_ID).get()
 
     assert result == {"job_id": JOB_ID, "status": "done"}
     assert not mocked["ood"].called
     assert not mocked["report_put"].called
+
+
+def test_a_job_another_task_holds_is_left_to_it(
+    payload: dict[str, Any], resources: WorkerResources, mocked: respx.MockRouter
+) -> None:
+    # The sweeper re-published the job while this message waited for its retry: the lease holder
+    # runs it, this task neither runs nor fails it.
+    mocked["job_running"].respond(200, json={"changed": 0, "busy": [JOB_ID]})
+
+    result = predict.apply(kwargs={"payload": payload}, task_id="another-task").get()
+
+    assert result == {"job_id": JOB_ID, "status": "running"}
+    assert not mocked["ood"].called
+    assert not mocked["report_put"].called
+    assert not mocked["job_fail"].called
+    body = json.loads(mocked["job_running"].calls.last.request.content)
+    assert body["runner"] == "another-task"

@@ -138,7 +138,7 @@ def test_job_is_marked_running_before_ood_is_asked(
     _run(job, resources)
 
     order = [call.request.url.path for call in mocked.calls]
-    assert order == [f"/internal/v1/jobs/{JOB_ID}/running", "/v1/score", f"/internal/v1/reports/{JOB_ID}"]
+    assert order == ["/internal/v1/jobs/running", "/v1/score", f"/internal/v1/reports/{JOB_ID}"]
 
 
 @pytest.mark.parametrize("decision", ["rejected_ood", "rejected_quality"])

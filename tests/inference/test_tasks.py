@@ -68,7 +68,7 @@ def test_redelivered_task_does_not_duplicate_report(
     }
     assert reports_calls == {
         ("PUT", f"{REPORTS_URL}/internal/v1/reports/{JOB_ID}"),
-        ("POST", f"{REPORTS_URL}/internal/v1/jobs/{JOB_ID}/running"),
+        ("POST", f"{REPORTS_URL}/internal/v1/jobs/running"),
     }
 
 

@@ -110,7 +110,7 @@ def reports_stub() -> Iterator[tuple[str, Recorded]]:
         return {}
 
     app.add_api_route("/internal/v1/reports/{job_id}", record, methods=["PUT"])
-    app.add_api_route("/internal/v1/jobs/{job_id}/running", record, methods=["POST"])
+    app.add_api_route("/internal/v1/jobs/running", record, methods=["POST"])
     app.add_api_route("/internal/v1/jobs/{job_id}/fail", record, methods=["POST"])
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

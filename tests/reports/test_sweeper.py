@@ -93,7 +93,7 @@ def test_a_running_job_tried_again_renews_its_lease_and_an_ended_one_is_named(
         headers=headers,
     ).json()
 
-    assert answer == {"changed": 1, "finished": {"done-one": "done", "failed-one": "failed"}}
+    assert answer == {"changed": 1, "finished": {"done-one": "done", "failed-one": "failed"}, "busy": []}
     lease = _row(db, "again").lease_expires_at
     assert lease is not None and lease > utc_now() + timedelta(seconds=500)
     # Without a lease length the service's default applies.
@@ -101,6 +101,33 @@ def test_a_running_job_tried_again_renews_its_lease_and_an_ended_one_is_named(
     default = _row(db, "again").lease_expires_at
     assert default is not None
     assert default < utc_now() + timedelta(seconds=settings.default_lease_seconds + 1)
+
+
+def test_a_job_held_by_another_runners_live_lease_is_busy_for_everyone_else(
+    client: TestClient, db: Session, tenant: str
+) -> None:
+    # Two messages for one job: a retry waiting in a worker, and the sweeper's re-publication.
+    _create(client, tenant, "twice")
+    headers = tenant_headers(tenant)
+
+    def mark(runner: str) -> dict[str, Any]:
+        body = {"job_ids": ["twice"], "lease_seconds": 60, "runner": runner}
+        answer: dict[str, Any] = client.post(f"{JOBS}/running", json=body, headers=headers).json()
+        return answer
+
+    assert mark("task-a") == {"changed": 1, "finished": {}, "busy": []}
+    # Only the holder runs it; its own retry renews the lease.
+    assert mark("task-b") == {"changed": 0, "finished": {}, "busy": ["twice"]}
+    assert mark("task-a") == {"changed": 1, "finished": {}, "busy": []}
+    assert _row(db, "twice").lease_owner == "task-a"
+    # The holder died: once its lease has run out, another runner may take the job.
+    db.execute(update(Job).where(Job.id == "twice").values(lease_expires_at=utc_now() - timedelta(seconds=1)))
+    db.commit()
+    assert mark("task-b") == {"changed": 1, "finished": {}, "busy": []}
+    assert _row(db, "twice").lease_owner == "task-b"
+    # A worker that names no runner (from before leases had owners) renews as before.
+    plain = client.post(f"{JOBS}/running", json={"job_ids": ["twice"]}, headers=headers).json()
+    assert plain == {"changed": 1, "finished": {}, "busy": []}
 
 
 # ---- late registrations -------------------------------------------------------------------

@@ -7,10 +7,8 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from contracts.jobs import JobStatus
 from contracts.reports import (
     JobFailure,
-    JobLease,
     JobsRunning,
     JobsRunningResult,
     JobView,
@@ -20,6 +18,7 @@ from contracts.reports import (
     ReportUpsertOutcome,
 )
 from services.inference.adapters.internal_http import InternalHttpClient, bad_answer, parse_answer
+from services.inference.domain.ports import RunClaim
 
 
 class HttpReportsClient:
@@ -37,22 +36,6 @@ class HttpReportsClient:
         # How long a job this worker marks running stays its own (None: reports' default).
         self._lease_seconds = lease_seconds
 
-    def mark_running(self, job_id: str, *, tenant_id: str, request_id: str | None) -> JobStatus | None:
-        """Tell the reports service the job has started (or is tried again), so the dashboard shows
-        it running and the sweeper leaves it to this worker for the lease; the job's status now
-        (None if reports' answer was not a JobView)."""
-        response = self._http.send(
-            "POST",
-            f"/internal/v1/jobs/{quote(job_id, safe='')}/running",
-            body=JobLease(lease_seconds=self._lease_seconds).model_dump(mode="json"),
-            tenant_id=tenant_id,
-            request_id=request_id,
-        )
-        try:
-            return JobView.model_validate_json(response.content).status
-        except ValidationError:
-            return None
-
     def upsert_report(self, report: ReportUpsert, *, request_id: str | None) -> JobView | None:
         """PUT the job's one report (a second PUT for the same job replaces it); the job as reports
         now shows it, or None when its answer is not a JobView (only the notification needs it)."""
@@ -69,18 +52,25 @@ class HttpReportsClient:
             return None
 
     def mark_many_running(
-        self, job_ids: list[str], *, tenant_id: str, request_id: str | None
-    ) -> dict[str, JobStatus]:
-        """Tell the reports service a micro-batch has started (one call for all its jobs); the
-        jobs among them that already have their result, with it (none if the answer is unreadable)."""
-        body = JobsRunning(job_ids=job_ids, lease_seconds=self._lease_seconds).model_dump(mode="json")
+        self, job_ids: list[str], *, tenant_id: str, request_id: str | None, runner: str | None = None
+    ) -> RunClaim:
+        """Tell the reports service a job or micro-batch has started under `runner`'s lease (one
+        call for all its jobs), so the dashboard shows them running and the sweeper leaves them
+        to this worker; which have ended and which another runner holds (nothing, if the answer
+        is unreadable)."""
+        body = JobsRunning(job_ids=job_ids, lease_seconds=self._lease_seconds, runner=runner)
         response = self._http.send(
-            "POST", "/internal/v1/jobs/running", body=body, tenant_id=tenant_id, request_id=request_id
+            "POST",
+            "/internal/v1/jobs/running",
+            body=body.model_dump(mode="json"),
+            tenant_id=tenant_id,
+            request_id=request_id,
         )
         try:
-            return JobsRunningResult.model_validate_json(response.content).finished
+            answer = JobsRunningResult.model_validate_json(response.content)
         except ValidationError:
-            return {}
+            return RunClaim()
+        return RunClaim(finished=answer.finished, busy=frozenset(answer.busy))
 
     def upsert_reports(
         self, reports: list[ReportUpsert], *, tenant_id: str, request_id: str | None

@@ -125,10 +125,11 @@ def run_job(
     ood: OodClient,
     reports: ReportsClient,
     clock: Callable[[], float] = time.perf_counter,
+    runner: str | None = None,
 ) -> ReportUpsert:
     """Process one job and upsert its report; returns what was stored. Raises ImageCorruptError
     (permanent) or the clients' TransientError/PermanentError."""
-    return run_job_stored(task, predictor, ood, reports, clock)[0]
+    return run_job_stored(task, predictor, ood, reports, clock, runner)[0]
 
 
 def run_job_stored(
@@ -137,17 +138,22 @@ def run_job_stored(
     ood: OodClient,
     reports: ReportsClient,
     clock: Callable[[], float] = time.perf_counter,
+    runner: str | None = None,
 ) -> tuple[ReportUpsert, JobView | None]:
     """As `run_job`, also returning the job as reports answered it once stored (for the
     job-finished notification, which then carries the result)."""
     t0 = clock()
     image = decode_image(task.image)
     t_decoded = clock()
-    current = reports.mark_running(task.job_id, tenant_id=task.tenant_id, request_id=task.request_id)
-    if current in FINISHED:
+    claim = reports.mark_many_running(
+        [task.job_id], tenant_id=task.tenant_id, request_id=task.request_id, runner=runner
+    )
+    if (current := claim.finished.get(task.job_id)) is not None:
         # A redelivered task (a worker died after finishing, a visibility timeout, the sweeper):
         # run it again never; the first result, or the failure the client was told, stands.
         raise AlreadyFinishedError(task.job_id, current)
+    if task.job_id in claim.busy:
+        raise AlreadyRunningError(task.job_id)
     t_marked = clock()
     raw = predictor.run([image], [model_context(task.clinical)])[0]
     t_inferred = clock()
@@ -180,6 +186,15 @@ class AlreadyFinishedError(Exception):
         self.job_id, self.status = job_id, status
 
 
+class AlreadyRunningError(Exception):
+    """Another message for the job holds its live lease (a retry of it waiting in a worker when
+    the sweeper re-published it): that runner runs it, this one leaves it alone."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} is being run by another task")
+        self.job_id = job_id
+
+
 @dataclass(frozen=True)
 class JobOutcome:
     """How one job of a micro-batch ended: done, rejected, or failed with an error code."""
@@ -203,12 +218,14 @@ def run_chunk(
     ood: OodClient,
     reports: ReportsClient,
     clock: Callable[[], float] = time.perf_counter,
+    runner: str | None = None,
 ) -> list[JobOutcome]:
-    """Process a micro-batch of one tenant's jobs: one mark-running call, one ONNX Runtime run,
-    one OOD call and one reports write for all of them, with an outcome per job (in `tasks`'
-    order). A job that cannot be decoded, or that OOD or reports refuse, fails alone; a transient
-    failure of a service raises, and the whole micro-batch is retried (every write is idempotent
-    on the job id). Each report's timings are the micro-batch's, divided per job."""
+    """Process a micro-batch of one tenant's jobs under `runner`'s lease: one mark-running call,
+    one ONNX Runtime run, one OOD call and one reports write for all of them, with an outcome per
+    job except those another runner holds (in `tasks`' order). A job that cannot be decoded, or
+    that OOD or reports refuse, fails alone; a transient failure of a service raises, and the
+    whole micro-batch is retried (every write is idempotent on the job id). Each report's timings
+    are the micro-batch's, divided per job."""
     tenant_id, request_id = tasks[0].tenant_id, tasks[0].request_id
     outcomes: dict[str, JobOutcome] = {}
     t0 = clock()
@@ -221,12 +238,17 @@ def run_chunk(
     t_decoded = clock()
     if decoded:
         jobs = [task.job_id for task, _ in decoded]
-        finished = reports.mark_many_running(jobs, tenant_id=tenant_id, request_id=request_id)
-        for job_id, status in finished.items():  # redelivered: their first result stands
+        claim = reports.mark_many_running(jobs, tenant_id=tenant_id, request_id=request_id, runner=runner)
+        for job_id, status in claim.finished.items():  # redelivered: their first result stands
             outcomes[job_id] = JobOutcome(job_id, status)
-        decoded = [(task, image) for task, image in decoded if task.job_id not in finished]
+        # Another task holds these (two messages for one job): it runs them, this one skips them.
+        decoded = [
+            (task, image)
+            for task, image in decoded
+            if task.job_id not in claim.finished and task.job_id not in claim.busy
+        ]
     if not decoded:
-        return [outcomes[task.job_id] for task in tasks]
+        return [outcomes[task.job_id] for task in tasks if task.job_id in outcomes]
     t_marked = clock()
     images = [image for _, image in decoded]
     raws = predictor.run(images, [model_context(task.clinical) for task, _ in decoded])
@@ -265,4 +287,4 @@ def run_chunk(
             else:
                 task = by_id[report.job_id]
                 outcomes[report.job_id] = _fail(reports, task, result.error.code, result.error.message)
-    return [outcomes[task.job_id] for task in tasks]
+    return [outcomes[task.job_id] for task in tasks if task.job_id in outcomes]

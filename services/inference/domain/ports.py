@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from contracts.jobs import JobStatus
 from contracts.ood import OodScoreItem, OodScoreRequest, OodScoreResponse
 from contracts.reports import JobFailure, JobView, ReportUpsert, ReportUpsertOutcome
+
+
+@dataclass(frozen=True)
+class RunClaim:
+    """What marking jobs running found: those that have ended (their result, or the failure the
+    client was told, stands) and those another runner holds under a live lease (it runs them)."""
+
+    finished: dict[str, JobStatus] = field(default_factory=dict)
+    busy: frozenset[str] = frozenset()
 
 
 class OodClient(Protocol):
@@ -26,21 +36,16 @@ class OodClient(Protocol):
 class ReportsClient(Protocol):
     """Stores results. Raises TransientError or PermanentError."""
 
-    def mark_running(self, job_id: str, *, tenant_id: str, request_id: str | None) -> JobStatus | None:
-        """POST /internal/v1/jobs/{job_id}/running: the worker started (a no-op unless queued);
-        the job's status now, if known."""
-        ...
-
     def upsert_report(self, report: ReportUpsert, *, request_id: str | None) -> JobView | None:
         """PUT /internal/v1/reports/{job_id}: create or replace the job's one report; the job as
         stored (None if reports' answer was not a JobView)."""
         ...
 
     def mark_many_running(
-        self, job_ids: list[str], *, tenant_id: str, request_id: str | None
-    ) -> dict[str, JobStatus]:
-        """POST /internal/v1/jobs/running: a micro-batch started; those that already have their
-        result, with it."""
+        self, job_ids: list[str], *, tenant_id: str, request_id: str | None, runner: str | None = None
+    ) -> RunClaim:
+        """POST /internal/v1/jobs/running: a job or micro-batch started under `runner`'s lease;
+        which have ended (with their status) and which another runner holds."""
         ...
 
     def upsert_reports(

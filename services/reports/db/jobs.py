@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -14,12 +14,7 @@ from services.reports.db.deliveries import plan_job_finished
 from services.reports.db.models import Job, Report
 from services.reports.db.types import utc_now
 from services.reports.domain.errors import JobConflictError, JobNotFoundError
-from services.reports.domain.lifecycle import (
-    ENDED_STATUSES,
-    RUNNABLE_STATUSES,
-    may_mark_failed,
-    may_mark_running,
-)
+from services.reports.domain.lifecycle import ENDED_STATUSES, RUNNABLE_STATUSES, may_mark_failed
 from services.reports.domain.listing import ReportFilters
 
 
@@ -129,49 +124,69 @@ def create_jobs(
     return results
 
 
-def mark_running(session: Session, tenant_id: str, job_id: str, lease_seconds: int) -> Job:
-    """queued -> running, or a running job's lease renewed (the worker tries it again), held for
-    `lease_seconds` from now; a finished or failed job is left as it is (redeliveries are harmless)."""
+def mark_running(
+    session: Session, tenant_id: str, job_id: str, lease_seconds: int, runner: str | None = None
+) -> Job:
+    """`mark_many_running` for one job: the job as it is afterwards (running under this runner's
+    lease, or ended, or running under another runner's live lease)."""
     job = get_job(session, tenant_id, job_id)
-    if may_mark_running(JobStatus(job.status)):
-        now = utc_now()
-        job.status = JobStatus.running.value
-        job.lease_expires_at = now + timedelta(seconds=lease_seconds)
-        job.updated_at = now
-        session.commit()
+    mark_many_running(session, tenant_id, [job_id], lease_seconds, runner)
+    session.refresh(job)
     return job
 
 
+def _claimable(runner: str | None, now: datetime) -> ColumnElement[bool]:
+    """The jobs a runner may (re)start: queued ones, and running ones that are its own, have no
+    owner, or whose lease ran out. Without a runner (a worker from before leases had owners),
+    every running job, as before."""
+    if runner is None:
+        return Job.status.in_([s.value for s in RUNNABLE_STATUSES])
+    return or_(
+        Job.status == JobStatus.queued.value,
+        and_(
+            Job.status == JobStatus.running.value,
+            or_(
+                Job.lease_owner.is_(None),
+                Job.lease_owner == runner,
+                Job.lease_expires_at.is_(None),
+                Job.lease_expires_at < now,
+            ),
+        ),
+    )
+
+
 def mark_many_running(
-    session: Session, tenant_id: str, job_ids: list[str], lease_seconds: int
-) -> tuple[int, dict[str, JobStatus]]:
-    """`mark_running` for those of `job_ids` that are the tenant's, in one UPDATE; returns how
-    many changed, and which of them have ended (done, rejected or failed: a redelivered task must
-    not run them again)."""
+    session: Session, tenant_id: str, job_ids: list[str], lease_seconds: int, runner: str | None = None
+) -> tuple[int, dict[str, JobStatus], list[str]]:
+    """queued -> running, or a running job's lease renewed (its runner tries it again), held by
+    `runner` for `lease_seconds` from now, for those of `job_ids` that are the tenant's, in one
+    UPDATE. Returns how many changed; which have ended (done, rejected or failed: a redelivered
+    task must not run them again); and which are busy, running under another runner's live lease
+    (two messages for one job: only the lease holder runs it). On PostgreSQL the UPDATE re-checks
+    a row another transaction just claimed, so two runners claiming at once cannot both win."""
     now = utc_now()
     result = session.execute(
         update(Job)
-        .where(
-            Job.tenant_id == tenant_id,
-            Job.id.in_(job_ids),
-            Job.status.in_([s.value for s in RUNNABLE_STATUSES]),
-        )
+        .where(Job.tenant_id == tenant_id, Job.id.in_(job_ids), _claimable(runner, now))
         .values(
             status=JobStatus.running.value,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
+            lease_owner=runner,
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
     )
-    finished = session.execute(
-        select(Job.id, Job.status).where(
-            Job.tenant_id == tenant_id,
-            Job.id.in_(job_ids),
-            Job.status.in_([s.value for s in ENDED_STATUSES]),
-        )
+    rows = session.execute(
+        select(Job.id, Job.status, Job.lease_owner).where(Job.tenant_id == tenant_id, Job.id.in_(job_ids))
     ).all()
     session.commit()
-    return int(getattr(result, "rowcount", 0) or 0), {row.id: JobStatus(row.status) for row in finished}
+    finished = {row.id: JobStatus(row.status) for row in rows if JobStatus(row.status) in ENDED_STATUSES}
+    busy = [
+        row.id
+        for row in rows
+        if runner is not None and row.status == JobStatus.running.value and row.lease_owner != runner
+    ]
+    return int(getattr(result, "rowcount", 0) or 0), finished, busy
 
 
 def requeue(session: Session, tenant_id: str, job_id: str) -> Job:

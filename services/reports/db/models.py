@@ -123,6 +123,8 @@ class Job(Base):
     # enqueued_at is set on every job written since (nullable only for the migration's sake).
     enqueued_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=utc_now)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    # Who holds the lease (contracts.reports.JobLease.runner; migration 0006).
+    lease_owner: Mapped[str | None] = mapped_column(String(255), default=None)
     redrives: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # contracts.jobs.DicomRef of an image that arrived as DICOM (migration 0006); NULL otherwise.
     dicom: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)

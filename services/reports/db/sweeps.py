@@ -52,6 +52,7 @@ def take_back(jobs: list[Job], now: datetime, max_redrives: int) -> tuple[list[J
     for job in jobs:
         job.updated_at = now
         job.lease_expires_at = None
+        job.lease_owner = None
         if job.redrives >= max_redrives:
             job.status, job.error_code = JobStatus.failed.value, ABANDONED
             abandoned.append(job)

@@ -175,8 +175,8 @@ def jobs_running(
     and finished or failed jobs are left as they are. `finished` names those that already have
     their result, which the worker then skips."""
     lease = body.lease_seconds or settings.default_lease_seconds
-    changed, finished = mark_many_running(session, tenant, body.job_ids, lease)
-    return JobsRunningResult(changed=changed, finished=finished)
+    changed, finished, busy = mark_many_running(session, tenant, body.job_ids, lease, body.runner)
+    return JobsRunningResult(changed=changed, finished=finished, busy=busy)
 
 
 @router.post("/internal/v1/jobs/{job_id}/running")
@@ -186,7 +186,7 @@ def job_running(
     """The worker started the job, or tries it again: queued or running -> running, with a lease
     of `lease_seconds` (a no-op for a finished or failed job)."""
     lease = (body.lease_seconds if body else None) or settings.default_lease_seconds
-    return job_view(mark_running(session, tenant, job_id, lease))
+    return job_view(mark_running(session, tenant, job_id, lease, body.runner if body else None))
 
 
 @router.post("/internal/v1/jobs/{job_id}/requeue")

@@ -1,5 +1,6 @@
 """Issue 11: webhook_endpoints, fhir_endpoints and deliveries (the outbox the dispatcher sends
-from), reports.class_display_names and jobs.dicom.
+from), reports.class_display_names, jobs.dicom, and jobs.lease_owner (issue 10: a lease has an
+owner, so two messages for one job never both run it).
 
 Revision ID: 0006
 Revises: 0005
@@ -28,6 +29,7 @@ def upgrade() -> None:
     """Three new tables and one nullable column (plain ADD COLUMN on both backends)."""
     op.add_column("reports", sa.Column("class_display_names", sa.JSON(), nullable=True))
     op.add_column("jobs", sa.Column("dicom", sa.JSON(), nullable=True))
+    op.add_column("jobs", sa.Column("lease_owner", sa.String(255), nullable=True))
     op.create_table(
         "webhook_endpoints",
         sa.Column("id", sa.String(64), nullable=False),
@@ -101,4 +103,5 @@ def downgrade() -> None:
     with op.batch_alter_table("reports") as batch:
         batch.drop_column("class_display_names")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("lease_owner")
         batch.drop_column("dicom")
