@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from contracts.text import NO_CONTROL_CHARACTERS
 
 MAX_URL_LENGTH = 2048
+FHIR_JSON_MEDIA_TYPE = "application/fhir+json"
 # Receivers get clinical data: https only, a host name or IPv4 address (so no `user:password@`;
 # IPv6 literals are not taken: name the host), an optional port and path, no fragment, no
 # whitespace or control characters.

@@ -34,20 +34,19 @@ from typing import Any
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
-from contracts.integrations import DeliveryKind
+from contracts.integrations import FHIR_JSON_MEDIA_TYPE, DeliveryKind
 from services.common.request_id import bound_request_id, new_request_id
 from services.reports.config import Settings
 from services.reports.db.deliveries import claim_due, record_outcome
 from services.reports.db.integrations import signing_key, signing_secrets
 from services.reports.db.models import Delivery, FhirEndpoint, WebhookEndpoint
 from services.reports.db.types import utc_now
-from services.reports.documents import fhir_bundle, load_job_document
+from services.reports.documents import fhir_bundle_json, load_job_document
 from services.reports.domain.smart_auth import token_request_form
 from services.reports.domain.webhook_signing import webhook_headers
 
 log = logging.getLogger("services.reports.dispatcher")
 
-FHIR_JSON = "application/fhir+json"
 _RETRYABLE_STATUSES = frozenset({408, 425, 429})
 # A token is renewed this long before the expiry its server announced.
 _TOKEN_MARGIN = timedelta(seconds=30)
@@ -248,7 +247,7 @@ class Dispatcher:
             session.expunge(endpoint)
             now = self._clock()
             document = load_job_document(session, claim.tenant_id, claim.job_id)
-            bundle = fhir_bundle(document, self._settings, "transaction", now)
+            bundle = fhir_bundle_json(document, self._settings, "transaction", now)
         try:
             token = self._token(endpoint, now)
         except _TokenRefusedError as refused:
@@ -258,10 +257,10 @@ class Dispatcher:
         try:
             response = self._http.post(
                 endpoint.base_url,
-                content=json.dumps(bundle, separators=(",", ":")).encode(),
+                content=bundle,
                 headers={
-                    "content-type": FHIR_JSON,
-                    "accept": FHIR_JSON,
+                    "content-type": FHIR_JSON_MEDIA_TYPE,
+                    "accept": FHIR_JSON_MEDIA_TYPE,
                     "authorization": f"Bearer {token}",
                 },
             )

@@ -3,9 +3,10 @@ Bundle (which carries the PDF). Used by the API routes and by the dispatcher's F
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy.orm import Session
 
@@ -52,11 +53,12 @@ def report_pdf(document: JobDocument, now: datetime) -> bytes:
     )
 
 
-def fhir_bundle(
+def fhir_bundle_json(
     document: JobDocument, settings: Settings, bundle_type: BundleType, now: datetime
-) -> dict[str, Any]:
-    """The FHIR R4 Bundle, with the printable report as the DiagnosticReport's presentedForm."""
-    return job_bundle(
+) -> bytes:
+    """The FHIR R4 Bundle as compact JSON, with the printable report as the DiagnosticReport's
+    presentedForm."""
+    bundle = job_bundle(
         document.job,
         image=document.image,
         image_media_type=document.image_media_type,
@@ -67,3 +69,4 @@ def fhir_bundle(
         patient_identifier_system=settings.fhir_patient_identifier_system,
         generated_at=now,
     )
+    return json.dumps(bundle, separators=(",", ":")).encode()

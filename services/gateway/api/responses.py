@@ -48,6 +48,10 @@ _HEADERS: dict[int, dict[str, dict[str, Any]]] = {
     },
 }
 
+# Images of patients and clinical documents: never kept by a shared cache, never sniffed into
+# something executable.
+PRIVATE_HEADERS = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
+
 # The headers of an accepted submission (`POST /v1/images`, `POST /v1/batches`).
 SUBMITTED_HEADERS = {
     "Location": {

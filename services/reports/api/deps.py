@@ -65,6 +65,10 @@ def internal_router(tag: str) -> APIRouter:
     return APIRouter(tags=[tag], dependencies=[Depends(require_internal_token)])
 
 
+# Images, heatmaps and clinical documents: no shared cache may keep them.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
 def wake_dispatcher(request: Request) -> None:
     """Deliveries may have been written: this process's dispatcher looks now rather than at its
     next round (another replica's finds them at its next round)."""

@@ -32,9 +32,12 @@ from services.gateway.api.submission import Submitted, answer_submitted, submit_
 from services.gateway.config import Settings
 from services.gateway.domain.auth import Principal
 from services.gateway.domain.dicom import (
+    DICOM_JSON_MEDIA_TYPE,
+    DICOM_MEDIA_TYPE,
     DicomInstance,
     DicomMediaTypeError,
     StowResult,
+    parse_media_type,
     parse_stow_request,
     read_dicom,
     stow_response,
@@ -45,8 +48,6 @@ from services.gateway.domain.upload_validation import prepare_image
 
 router = APIRouter(tags=["dicom"])
 
-DICOM = "application/dicom"
-DICOM_JSON = "application/dicom+json"
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 
 
@@ -118,10 +119,6 @@ async def _submit_instance(
     return instance, submitted
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
 @router.post(
     "/v1/dicom",
     status_code=202,
@@ -135,7 +132,7 @@ def _media_type(request: Request) -> str:
         "Instance UID is the default `Idempotency-Key`. Answers as `POST /v1/images` (202, or 200 with "
         "`Prefer: wait=N`)."
     ),
-    openapi_extra={"requestBody": {"required": True, "content": {DICOM: _BINARY}}},
+    openapi_extra={"requestBody": {"required": True, "content": {DICOM_MEDIA_TYPE: _BINARY}}},
     responses={
         200: {
             "model": JobView,
@@ -159,7 +156,7 @@ async def submit_dicom(
     prefer: Annotated[str | None, Header(description="`wait=N`: wait up to N seconds for the result")] = None,
 ) -> JobAccepted | JobView:
     """Read the instance, register the job, queue it."""
-    if _media_type(request) != DICOM:
+    if parse_media_type(request.headers.get("content-type", ""))[0] != DICOM_MEDIA_TYPE:
         raise DicomMediaTypeError("send the instance as `Content-Type: application/dicom`")
     await context.admit(principal.tenant_id, 1)
     data = await request.body()
@@ -195,9 +192,18 @@ async def submit_dicom(
     ),
     openapi_extra={"requestBody": {"required": True, "content": {"multipart/related": _BINARY}}},
     responses={
-        200: {"content": {DICOM_JSON: {"schema": {"type": "object"}}}, "description": "All instances stored"},
-        202: {"content": {DICOM_JSON: {"schema": {"type": "object"}}}, "description": "Some stored"},
-        409: {"content": {DICOM_JSON: {"schema": {"type": "object"}}}, "description": "None stored"},
+        200: {
+            "content": {DICOM_JSON_MEDIA_TYPE: {"schema": {"type": "object"}}},
+            "description": "All instances stored",
+        },
+        202: {
+            "content": {DICOM_JSON_MEDIA_TYPE: {"schema": {"type": "object"}}},
+            "description": "Some stored",
+        },
+        409: {
+            "content": {DICOM_JSON_MEDIA_TYPE: {"schema": {"type": "object"}}},
+            "description": "None stored",
+        },
         # 400 `dicomweb.malformed` or too many parts; 415 not multipart/related of application/dicom.
         **api_key_route(400, 413, 415, 429),
     },
@@ -246,4 +252,4 @@ async def store_instances(
             )
         )
     status, body = stow_response(results, retrieve_base=str(request.base_url).rstrip("/"))
-    return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
+    return JSONResponse(body, status_code=status, media_type=DICOM_JSON_MEDIA_TYPE)

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Response, status
 
 from contracts.integrations import (
+    FHIR_JSON_MEDIA_TYPE,
     DeliveryList,
     DeliveryView,
     FhirEndpointConfig,
@@ -18,15 +19,12 @@ from contracts.integrations import (
     WebhookSecret,
 )
 from services.gateway.api.deps import ID_PATTERN, ContextDep, JobIdPath, PrincipalDep, RequestIdDep
-from services.gateway.api.responses import api_key_route
+from services.gateway.api.responses import PRIVATE_HEADERS, api_key_route
 
 router = APIRouter(tags=["integrations"])
 
 WebhookIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="a webhook endpoint id")]
 DeliveryIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="a delivery id")]
-FHIR_JSON = "application/fhir+json"
-# Clinical documents: never kept by a shared cache, never sniffed into something else.
-_PRIVATE_HEADERS = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
 
 
 @router.get(
@@ -39,7 +37,10 @@ _PRIVATE_HEADERS = {"Cache-Control": "private, no-store", "X-Content-Type-Option
     "an EHR can POST: every entry is a conditional create (`ifNoneExist` on identifiers made from the "
     "job id), so posting it twice creates nothing twice. 409 `job.not_finished` until the job has a result.",
     responses={
-        200: {"content": {FHIR_JSON: {"schema": {"type": "object"}}}, "description": "A FHIR Bundle"},
+        200: {
+            "content": {FHIR_JSON_MEDIA_TYPE: {"schema": {"type": "object"}}},
+            "description": "A FHIR Bundle",
+        },
         **api_key_route(404, 409),
     },
 )
@@ -54,7 +55,7 @@ async def get_job_fhir(
     blob = await context.reports.get_job_document(
         principal.tenant_id, job_id, "fhir", request_id=request_id, params={"type": bundle_type}
     )
-    return Response(content=blob.content, media_type=FHIR_JSON, headers=_PRIVATE_HEADERS)
+    return Response(content=blob.content, media_type=FHIR_JSON_MEDIA_TYPE, headers=PRIVATE_HEADERS)
 
 
 @router.get(
@@ -76,7 +77,7 @@ async def get_job_report_pdf(
     blob = await context.reports.get_job_document(
         principal.tenant_id, job_id, "report.pdf", request_id=request_id
     )
-    headers = {**_PRIVATE_HEADERS, "Content-Disposition": f'inline; filename="skintriage-{job_id}.pdf"'}
+    headers = {**PRIVATE_HEADERS, "Content-Disposition": f'inline; filename="skintriage-{job_id}.pdf"'}
     return Response(content=blob.content, media_type="application/pdf", headers=headers)
 
 

@@ -7,13 +7,11 @@ from fastapi import APIRouter, Response
 from contracts.reports import JobView
 from services.gateway.adapters.reports_client import Blob
 from services.gateway.api.deps import ContextDep, JobIdPath, PrincipalDep, RequestIdDep
-from services.gateway.api.responses import api_key_route
+from services.gateway.api.responses import PRIVATE_HEADERS, api_key_route
 
 router = APIRouter(tags=["jobs"])
 
 _ALLOWED_IMAGE_TYPES = frozenset({"image/jpeg", "image/png"})
-# Images of patients: never cached by shared caches, never sniffed into something executable.
-_PRIVATE_HEADERS = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
 
 
 @router.get(
@@ -65,4 +63,4 @@ async def get_job_heatmap(
 
 def _image_response(blob: Blob, *, fallback: str) -> Response:
     media_type = blob.media_type if blob.media_type in _ALLOWED_IMAGE_TYPES else fallback
-    return Response(content=blob.content, media_type=media_type, headers=_PRIVATE_HEADERS)
+    return Response(content=blob.content, media_type=media_type, headers=PRIVATE_HEADERS)

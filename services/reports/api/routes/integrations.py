@@ -3,13 +3,13 @@ FHIR endpoints, and the log of deliveries made to them (replayable)."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import Path, Query, Request, Response, status
 
 from contracts.integrations import (
+    FHIR_JSON_MEDIA_TYPE,
     DeliveryList,
     DeliveryView,
     FhirEndpointConfig,
@@ -19,7 +19,14 @@ from contracts.integrations import (
     WebhookList,
     WebhookSecret,
 )
-from services.reports.api.deps import SessionDep, SettingsDep, TenantDep, internal_router, wake_dispatcher
+from services.reports.api.deps import (
+    NO_STORE,
+    SessionDep,
+    SettingsDep,
+    TenantDep,
+    internal_router,
+    wake_dispatcher,
+)
 from services.reports.db.deliveries import delivery_view, list_for_job, list_for_webhook, replay
 from services.reports.db.integrations import (
     create_webhook,
@@ -35,14 +42,11 @@ from services.reports.db.integrations import (
 )
 from services.reports.db.jobs import get_job
 from services.reports.db.types import utc_now
-from services.reports.documents import fhir_bundle, load_job_document, report_pdf
+from services.reports.documents import fhir_bundle_json, load_job_document, report_pdf
 
 router = internal_router("integrations")
 
 Id = Annotated[str, Path(min_length=1, max_length=64)]
-FHIR_JSON = "application/fhir+json"
-# Clinical documents: no shared cache may keep them.
-_PRIVATE = {"Cache-Control": "no-store"}
 
 
 @router.get("/internal/v1/jobs/{job_id}/fhir", response_class=Response)
@@ -55,15 +59,15 @@ def read_job_fhir(
 ) -> Response:
     """The finished job as a FHIR R4 Bundle; 409 job.not_finished before it has a result."""
     document = load_job_document(session, tenant, job_id)
-    bundle = fhir_bundle(document, settings, bundle_type, utc_now())
-    return Response(content=json.dumps(bundle, separators=(",", ":")), media_type=FHIR_JSON, headers=_PRIVATE)
+    bundle = fhir_bundle_json(document, settings, bundle_type, utc_now())
+    return Response(content=bundle, media_type=FHIR_JSON_MEDIA_TYPE, headers=NO_STORE)
 
 
 @router.get("/internal/v1/jobs/{job_id}/report.pdf", response_class=Response)
 def read_job_pdf(job_id: Id, tenant: TenantDep, session: SessionDep) -> Response:
     """The printable report; 409 job.not_finished before the job has a result."""
     pdf = report_pdf(load_job_document(session, tenant, job_id), utc_now())
-    return Response(content=pdf, media_type="application/pdf", headers=_PRIVATE)
+    return Response(content=pdf, media_type="application/pdf", headers=NO_STORE)
 
 
 @router.get("/internal/v1/jobs/{job_id}/deliveries")

@@ -22,7 +22,14 @@ from contracts.reports import (
 from services.common.errors import DependencyUnavailableError
 from services.common.request_context import seconds_waiting
 from services.reports.api.checks import check_job_id, check_lengths, check_tenant
-from services.reports.api.deps import SessionDep, SettingsDep, TenantDep, internal_router, wake_dispatcher
+from services.reports.api.deps import (
+    NO_STORE,
+    SessionDep,
+    SettingsDep,
+    TenantDep,
+    internal_router,
+    wake_dispatcher,
+)
 from services.reports.api.views import job_view
 from services.reports.db.jobs import (
     create_job,
@@ -42,8 +49,6 @@ router = internal_router("jobs")
 
 JobId = Annotated[str, Path(min_length=1, max_length=64)]
 IDEMPOTENT_REPLAY_HEADER = "Idempotent-Replay"
-# Images and heatmaps are clinical data: no shared cache may keep them.
-_PRIVATE = {"Cache-Control": "no-store"}
 
 # Column sizes that JobCreate itself does not bound.
 _MAX_LENGTHS = {"job_id": 64, "batch_id": 64, "idempotency_key": 255, "filename": 255}
@@ -153,7 +158,7 @@ def read_job(job_id: JobId, tenant: TenantDep, session: SessionDep) -> JobView:
 def read_job_image(job_id: JobId, tenant: TenantDep, session: SessionDep) -> Response:
     """The stored (stripped, re-encoded) image."""
     data, media_type = get_job_image(session, tenant, job_id)
-    return Response(content=data, media_type=media_type, headers=_PRIVATE)
+    return Response(content=data, media_type=media_type, headers=NO_STORE)
 
 
 @router.get(
@@ -163,7 +168,7 @@ def read_job_image(job_id: JobId, tenant: TenantDep, session: SessionDep) -> Res
 )
 def read_job_heatmap(job_id: JobId, tenant: TenantDep, session: SessionDep) -> Response:
     """The class-activation heatmap; 404 heatmap.not_found when the job has none."""
-    return Response(content=get_heatmap(session, tenant, job_id), media_type="image/png", headers=_PRIVATE)
+    return Response(content=get_heatmap(session, tenant, job_id), media_type="image/png", headers=NO_STORE)
 
 
 @router.post("/internal/v1/jobs/running")
