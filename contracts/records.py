@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from contracts.jobs import BatchCounts
 from contracts.reports import JobView
+from contracts.users import Role
 
 
 class ApiKeyVerifyRequest(BaseModel):
@@ -17,10 +18,13 @@ class ApiKeyVerifyRequest(BaseModel):
 
 
 class ApiKeyVerifyResponse(BaseModel):
-    """Which tenant (and which of its keys) an API key belongs to."""
+    """Which tenant, user and key an API key belongs to, and the user's role."""
 
     tenant_id: str
     key_id: str
+    user_id: str
+    user_name: str
+    role: Role
 
 
 class BatchCreate(BaseModel):

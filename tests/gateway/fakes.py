@@ -66,8 +66,9 @@ def _now() -> str:
 class FakeReports:
     """Tenants, keys, jobs and batches as reports keeps them, behind its internal routes."""
 
-    keys: dict[str, tuple[str, str]] = field(
-        default_factory=lambda: {KEY_A: (TENANT_A, "key-a"), KEY_B: (TENANT_B, "key-b")}
+    # api key -> (tenant, key id, role of the key's user); the users are named after the key.
+    keys: dict[str, tuple[str, str, str]] = field(
+        default_factory=lambda: {KEY_A: (TENANT_A, "key-a", "admin"), KEY_B: (TENANT_B, "key-b", "admin")}
     )
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -125,8 +126,17 @@ class FakeReports:
         api_key = json.loads(request.content)["api_key"]
         if api_key not in self.keys:
             return _error(401, "auth.invalid_api_key")
-        tenant_id, key_id = self.keys[api_key]
-        return httpx.Response(200, json={"tenant_id": tenant_id, "key_id": key_id})
+        tenant_id, key_id, role = self.keys[api_key]
+        return httpx.Response(
+            200,
+            json={
+                "tenant_id": tenant_id,
+                "key_id": key_id,
+                "user_id": f"usr-{key_id}",
+                "user_name": f"user of {key_id}",
+                "role": role,
+            },
+        )
 
     def _view(self, job_id: str) -> dict[str, Any]:
         job = self.jobs[job_id]

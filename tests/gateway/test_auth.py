@@ -7,6 +7,7 @@ import asyncio
 import httpx
 import respx
 
+from contracts.users import Role
 from services.gateway.api.app import create_app
 from services.gateway.config import Settings
 from services.gateway.domain.auth import ApiKeyCache, Principal
@@ -87,10 +88,10 @@ async def test_rejected_internal_token_is_not_blamed_on_the_callers_key(client, 
 def test_cache_entry_expires_after_its_ttl():
     now = [0.0]
     cache = ApiKeyCache(ttl_seconds=30, max_entries=10, clock=lambda: now[0])
-    cache.put("k", Principal("t", "id"))
+    cache.put("k", Principal("t", "id", "u", "user", Role.admin))
 
     now[0] = 29.9
-    assert cache.get("k") == Principal("t", "id")
+    assert cache.get("k") == Principal("t", "id", "u", "user", Role.admin)
     now[0] = 30.0
     assert cache.get("k") is None
 
@@ -98,15 +99,15 @@ def test_cache_entry_expires_after_its_ttl():
 def test_cache_drops_the_oldest_entry_when_full():
     cache = ApiKeyCache(ttl_seconds=30, max_entries=2)
     for key in ("a", "b", "c"):
-        cache.put(key, Principal("t", key))
+        cache.put(key, Principal("t", key, "u", "user", Role.admin))
 
     assert cache.get("a") is None
-    assert cache.get("c") == Principal("t", "c")
+    assert cache.get("c") == Principal("t", "c", "u", "user", Role.admin)
 
 
 def test_cache_never_holds_the_key_itself():
     cache = ApiKeyCache(ttl_seconds=30, max_entries=2)
-    cache.put("super-secret-key", Principal("t", "id"))
+    cache.put("super-secret-key", Principal("t", "id", "u", "user", Role.admin))
 
     assert "super-secret-key" not in repr(vars(cache))
 

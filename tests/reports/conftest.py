@@ -28,13 +28,17 @@ from tests.reports.migrate import upgrade_head, with_search_path
 INTERNAL_TOKEN = "test-internal-token-0123456789"
 # Children before parents, for emptying the tables between tests.
 TABLES = (
+    "audit_events",
+    "reviews",
     "deliveries",
     "webhook_endpoints",
     "fhir_endpoints",
     "reports",
     "jobs",
+    "lesions",
     "batches",
     "api_keys",
+    "users",
     "tenants",
 )
 

@@ -25,6 +25,10 @@ EXPECTED_TABLES = {
     "webhook_endpoints",
     "fhir_endpoints",
     "deliveries",
+    "users",
+    "reviews",
+    "lesions",
+    "audit_events",
     "alembic_version",
 }
 

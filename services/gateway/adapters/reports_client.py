@@ -37,9 +37,10 @@ from contracts.reports import (
     JobView,
     ReportPage,
 )
+from contracts.users import ACTOR_HEADER
 from services.common.internal_auth import INTERNAL_TOKEN_HEADER, InternalTokenInvalidError
 from services.common.request_id import REQUEST_ID_HEADER
-from services.gateway.domain.auth import Principal
+from services.gateway.domain.auth import Principal, current_actor
 from services.gateway.domain.errors import UpstreamError, UpstreamUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,13 @@ class ReportsClient:
                 return None
             raise
         verified = _parse(ApiKeyVerifyResponse, response)
-        return Principal(tenant_id=verified.tenant_id, key_id=verified.key_id)
+        return Principal(
+            tenant_id=verified.tenant_id,
+            key_id=verified.key_id,
+            user_id=verified.user_id,
+            user_name=verified.user_name,
+            role=verified.role,
+        )
 
     async def create_job(self, job: JobCreate, *, request_id: str) -> tuple[JobView, bool]:
         """Register a job; returns it and whether it was an idempotent replay of an earlier one."""
@@ -336,6 +343,9 @@ class ReportsClient:
         all_headers = {REQUEST_ID_HEADER: request_id, **(headers or {})}
         if tenant_id is not None:
             all_headers["X-Tenant-Id"] = tenant_id
+        actor = current_actor.get()
+        if actor is not None:
+            all_headers[ACTOR_HEADER] = actor.to_header()
         try:
             response = await self._http.request(method, path, json=json, params=params, headers=all_headers)
         except httpx.TimeoutException as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
 from contracts.jobs import ImageMetadata
+from contracts.users import Role
 from services.common.app_settings import app_settings
 from services.common.errors import RequestInvalidError, validation_details
 from services.common.internal_auth import token_matches
@@ -21,9 +23,9 @@ from services.gateway.adapters.task_publisher import TaskPublisher
 from services.gateway.api.metrics import Metrics
 from services.gateway.config import Settings
 from services.gateway.domain.admission import QueueDepthGuard, TenantRateLimiter
-from services.gateway.domain.auth import ApiKeyCache, Principal
+from services.gateway.domain.auth import ApiKeyCache, Principal, current_actor
 from services.gateway.domain.batch import BatchLimits
-from services.gateway.domain.errors import InvalidApiKeyError, MissingApiKeyError
+from services.gateway.domain.errors import ForbiddenRoleError, InvalidApiKeyError, MissingApiKeyError
 from services.gateway.domain.upload_validation import ImageLimits
 
 # reports refuses longer keys (contracts.records.ApiKeyVerifyRequest): no round trip for those.
@@ -105,6 +107,8 @@ async def authenticate(
             raise InvalidApiKeyError("the API key is not valid")
         context.auth_cache.put(api_key, principal)
     request.state.tenant_id = principal.tenant_id
+    client_ip = request.client.host if request.client is not None else None
+    current_actor.set(principal.actor(client_ip, request.headers.get("user-agent")))
     return principal
 
 
@@ -118,6 +122,28 @@ async def require_operator_token(credentials: OperatorCredentialsDep, settings: 
 
 
 PrincipalDep = Annotated[Principal, Depends(authenticate)]
+
+
+def roles_allowed(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the caller, who must have one of `roles` (403 `auth.forbidden` otherwise)."""
+    allowed = frozenset(roles)
+
+    async def require_role(principal: PrincipalDep) -> Principal:
+        if principal.role not in allowed:
+            raise ForbiddenRoleError(
+                f"a {principal.role.value} may not do this",
+                {"role": principal.role.value, "allowed_roles": sorted(r.value for r in allowed)},
+            )
+        return principal
+
+    return require_role
+
+
+# Who may do what (contracts.users.Role): reviews are a clinician's act; users, keys, the audit
+# trail, monitoring and the next steps are an admin's; integrations are an integrator's or admin's.
+ClinicianDep = Annotated[Principal, Depends(roles_allowed(Role.clinician))]
+AdminDep = Annotated[Principal, Depends(roles_allowed(Role.admin))]
+IntegrationManagerDep = Annotated[Principal, Depends(roles_allowed(Role.integrator, Role.admin))]
 JobIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="a job id")]
 BatchIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="a batch id")]
 

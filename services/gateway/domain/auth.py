@@ -1,4 +1,5 @@
-"""Who is calling, and a short-lived cache of API keys that reports has already verified."""
+"""Who is calling (a tenant's user with a role, through one API key), what each role may do, and a
+short-lived cache of API keys that reports has already verified."""
 
 from __future__ import annotations
 
@@ -6,15 +7,39 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
+
+from contracts.users import Actor, Role
 
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller: the tenant every read and write is scoped to."""
+    """An authenticated caller: the tenant every read and write is scoped to, and the user (with
+    their role) every write and audit entry names."""
 
     tenant_id: str
     key_id: str
+    user_id: str
+    user_name: str
+    role: Role
+
+    def actor(self, client_ip: str | None, user_agent: str | None) -> Actor:
+        """Who is acting, as the reports service records it."""
+        return Actor(
+            user_id=self.user_id,
+            user_name=self.user_name,
+            role=self.role,
+            key_id=self.key_id,
+            client_ip=client_ip[:64] if client_ip else None,
+            user_agent=user_agent[:256] if user_agent else None,
+        )
+
+
+# The caller of the request being served, set by authentication: the reports client sends it
+# along (contracts.users.ACTOR_HEADER) on every call the request makes, so reports records who
+# read or wrote what without every route passing it.
+current_actor: ContextVar[Actor | None] = ContextVar("current_actor", default=None)
 
 
 def key_digest(api_key: str) -> str:

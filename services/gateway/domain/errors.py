@@ -80,6 +80,12 @@ class ArchiveEntryUnreadableError(DomainError):
 # -- auth -------------------------------------------------------------------------------------
 
 
+class ForbiddenRoleError(DomainError):
+    """The caller is known but their role may not do this (contracts.users.Role)."""
+
+    code, status = "auth.forbidden", 403
+
+
 class MissingApiKeyError(DomainError):
     code, status = "auth.missing_api_key", 401
 

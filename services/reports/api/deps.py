@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from contracts.users import ACTOR_HEADER, Actor
 from services.common.app_settings import app_settings
 from services.common.internal_auth import internal_token_guard
 from services.reports.config import Settings
@@ -54,6 +55,20 @@ def tenant_id(
 
 
 TenantDep = Annotated[str, Depends(tenant_id)]
+
+
+def acting_user(
+    actor_header: Annotated[
+        str | None,
+        Header(alias=ACTOR_HEADER, max_length=4096, description="who is acting (set by the gateway)"),
+    ] = None,
+) -> Actor | None:
+    """Who the gateway says is acting (contracts.users.Actor); None for the fleet's own calls
+    (workers, the sweeper) and for a header that does not parse."""
+    return Actor.from_header(actor_header) if actor_header else None
+
+
+ActorDep = Annotated[Actor | None, Depends(acting_user)]
 
 
 def internal_router(tag: str) -> APIRouter:

@@ -1,5 +1,6 @@
-"""The reports database: tenants, api_keys, batches, jobs, reports, and (issue 11) the tenants'
-webhook and FHIR endpoints and every delivery made to them."""
+"""The reports database: tenants, api_keys, batches, jobs, reports, (issue 11) the tenants'
+webhook and FHIR endpoints and every delivery made to them, and (issue 12) users, clinicians'
+reviews, lesions tracked over time and the audit trail."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -50,6 +52,24 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    # Suggested next step per triage level (contracts.reviews.NextSteps; migration 0007); NULL =
+    # the reports service's defaults.
+    next_steps: Mapped[dict[str, str] | None] = mapped_column(JSON(none_as_null=True), default=None)
+
+
+class User(Base):
+    """A named person or system of a tenant with one role (contracts.users.Role); API keys belong
+    to users. Users are disabled, never deleted (reviews and the audit trail name them)."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
 
 class ApiKey(Base):
@@ -67,8 +87,11 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     # When a verification last accepted the key, to LAST_USED_RESOLUTION (migration 0004).
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    # The user the key acts as (migration 0007 gave keys made before users the tenant's `admin`).
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), index=True, default=None)
 
     tenant: Mapped[Tenant] = relationship()
+    user: Mapped[User | None] = relationship()
 
 
 class Batch(Base):
@@ -96,6 +119,8 @@ class Job(Base):
         # The sweeper's two questions (services/reports/sweeper.py), across tenants.
         Index("ix_jobs_status_enqueued", "status", "enqueued_at"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        # A lesion's images over time.
+        Index("ix_jobs_lesion_created", "lesion_id", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -128,6 +153,8 @@ class Job(Base):
     redrives: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # contracts.jobs.DicomRef of an image that arrived as DICOM (migration 0006); NULL otherwise.
     dicom: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    # The lesion this image shows (issue 12, migration 0007), when the submission named one.
+    lesion_id: Mapped[str | None] = mapped_column(ForeignKey("lesions.id"), default=None)
 
     report: Mapped[Report | None] = relationship(back_populates="job", lazy="selectin")
 
@@ -139,6 +166,7 @@ class Report(Base):
     __table_args__ = (
         Index("ix_reports_tenant_triage", "tenant_id", "triage_level"),
         Index("ix_reports_tenant_ood", "tenant_id", "ood_decision"),
+        Index("ix_reports_tenant_review", "tenant_id", "review_state", "triage_level"),
     )
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
@@ -167,6 +195,15 @@ class Report(Base):
     heatmap_png: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     heatmap_source: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), deferred=True)
     completed_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    # Issue 12 (migration 0007). The latest review, denormalised for the worklist's filter and
+    # order: review_state is contracts.reviews.ReviewState, review_version the latest version.
+    review_state: Mapped[str] = mapped_column(String(16), default="unreviewed", server_default="unreviewed")
+    review_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    # The model's pooled embedding (float16, little-endian) and the segmented lesion's share of the
+    # image, for comparing images of one lesion; NULL when the worker sent none.
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True, default=None)
+    lesion_area_fraction: Mapped[float | None] = mapped_column(Float, default=None)
 
     # Whether a heatmap exists (or can be rendered), without loading either.
     has_heatmap: Mapped[bool] = column_property(or_(heatmap_png.is_not(None), heatmap_source.is_not(None)))
@@ -243,3 +280,82 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     give_up_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Review(Base):
+    """One version of a clinician's review of a job's result. Never updated: a change is a new
+    version (`version` counts from 1 per job), so the history of a sign-off is kept whole."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        UniqueConstraint("job_id", "version"),
+        Index("ix_reviews_tenant_created", "tenant_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    user_name: Mapped[str] = mapped_column(String(128))
+    # The clinician's triage level, and whether it is the model's (False: an override).
+    triage_level: Mapped[str] = mapped_column(String(16))
+    agrees_with_model: Mapped[bool] = mapped_column(Boolean)
+    working_diagnosis_code: Mapped[str | None] = mapped_column(String(32))
+    working_diagnosis_text: Mapped[str | None] = mapped_column(String(256))
+    note: Mapped[str | None] = mapped_column(Text)
+    confirmed_diagnosis_code: Mapped[str | None] = mapped_column(String(32))
+    confirmed_diagnosis_text: Mapped[str | None] = mapped_column(String(256))
+    confirmed_basis: Mapped[str | None] = mapped_column(String(24))
+    # Whether the confirmed diagnosis is malignant (the ground truth performance monitoring uses).
+    confirmed_malignant: Mapped[bool | None] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+
+
+class Lesion(Base):
+    """One lesion of a patient (opaque patient_ref), followed over time through the jobs that
+    name it. The body-map position is in [0, 1] on the front or back view of a body outline."""
+
+    __tablename__ = "lesions"
+    __table_args__ = (Index("ix_lesions_tenant_patient", "tenant_id", "patient_ref", "created_at"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    patient_ref: Mapped[str] = mapped_column(String(128))
+    label: Mapped[str | None] = mapped_column(String(128))
+    body_site: Mapped[str | None] = mapped_column(String(64))
+    laterality: Mapped[str | None] = mapped_column(String(16))
+    body_map_view: Mapped[str | None] = mapped_column(String(8))
+    body_map_x: Mapped[float | None] = mapped_column(Float)
+    body_map_y: Mapped[float | None] = mapped_column(Float)
+    created_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+
+
+class AuditEvent(Base):
+    """One entry of the append-only audit trail: who (user, role, key), what (action on a
+    resource), when, and from where (client address, user agent, request id). No API changes or
+    deletes one; on PostgreSQL a trigger refuses UPDATE (migration 0007); only the retention purge
+    deletes, past REPORTS_AUDIT_RETENTION_DAYS."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_tenant_at", "tenant_id", "at", "id"),
+        Index("ix_audit_events_tenant_resource", "tenant_id", "resource_type", "resource_id"),
+        Index("ix_audit_events_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
+    action: Mapped[str] = mapped_column(String(48))
+    resource_type: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str | None] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(64))
+    user_name: Mapped[str | None] = mapped_column(String(128))
+    role: Mapped[str | None] = mapped_column(String(16))
+    key_id: Mapped[str | None] = mapped_column(String(64))
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(256))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)

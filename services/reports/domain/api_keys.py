@@ -34,3 +34,8 @@ def new_tenant_id() -> str:
 def new_key_id() -> str:
     """A fresh API-key id (not secret: used to revoke a key)."""
     return f"key_{uuid.uuid4().hex[:16]}"
+
+
+def new_user_id() -> str:
+    """A fresh user id."""
+    return f"usr_{uuid.uuid4().hex[:16]}"
