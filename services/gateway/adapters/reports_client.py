@@ -322,6 +322,14 @@ class ReportsClient:
         """Stop pushing to the tenant's FHIR endpoint."""
         await self._send("DELETE", "/internal/v1/fhir-endpoint", tenant_id=tenant_id, request_id=request_id)
 
+    # -- issue 12: users, API keys, the audit trail (people) ------------------------------------
+
+    # -- issue 12: reviews and next steps ----------------------------------------------------
+
+    # -- issue 12: lesions and comparisons ---------------------------------------------------
+
+    # -- issue 12: performance monitoring ----------------------------------------------------
+
     async def _blob(
         self, path: str, tenant_id: str, request_id: str, params: Mapping[str, str] | None = None
     ) -> Blob:

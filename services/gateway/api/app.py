@@ -25,7 +25,19 @@ from services.gateway.api.deps import GatewayContext
 from services.gateway.api.errors import install_error_handlers
 from services.gateway.api.metrics import Metrics
 from services.gateway.api.openapi import install_openapi
-from services.gateway.api.routes import batches, dicom, health, images, integrations, jobs, reports
+from services.gateway.api.routes import (
+    batches,
+    dicom,
+    health,
+    images,
+    integrations,
+    jobs,
+    lesions,
+    monitoring,
+    people,
+    reports,
+    reviews,
+)
 from services.gateway.config import Settings, get_settings
 from services.gateway.domain.admission import QueueDepthGuard, TenantRateLimiter
 from services.gateway.domain.auth import ApiKeyCache
@@ -136,7 +148,19 @@ def create_app(
     install_settings(app, settings)
     install_error_handlers(app, metrics)
     install_openapi(app)
-    for module in (images, batches, dicom, jobs, integrations, reports, health):
+    for module in (
+        images,
+        batches,
+        dicom,
+        jobs,
+        reviews,
+        lesions,
+        integrations,
+        reports,
+        people,
+        monitoring,
+        health,
+    ):
         app.include_router(module.router)
     # Mounted last, so every API route keeps priority; only these static files are open.
     app.router.routes.append(

@@ -17,7 +17,18 @@ from services.common.json_logging import JsonFormatter, configure_logging
 from services.common.request_context import RequestContextMiddleware
 from services.common.task_queue import TaskQueue
 from services.reports.api.deps import require_internal_token
-from services.reports.api.routes import auth, batches, health, integrations, jobs, reports
+from services.reports.api.routes import (
+    auth,
+    batches,
+    health,
+    integrations,
+    jobs,
+    lesions,
+    monitoring,
+    people,
+    reports,
+    reviews,
+)
 from services.reports.config import Settings, get_settings
 from services.reports.db.engine import make_engine, make_sessionmaker
 from services.reports.dispatcher import Dispatcher
@@ -87,6 +98,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestContextMiddleware, service="reports")
 
-    for module in (health, auth, batches, jobs, reports, integrations):
+    for module in (health, auth, batches, jobs, reports, integrations, people, reviews, lesions, monitoring):
         app.include_router(module.router)
     return app

@@ -183,6 +183,9 @@ class Report(Base):
     metadata_used: Mapped[list[ClinicalField] | None] = mapped_column(JSON)
     # Prediction.class_display_names (migration 0006); NULL for reports stored before it.
     class_display_names: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    # Prediction.malignant_classes (migration 0007): which class codes the bundle counts as
+    # malignant, so a review naming a class knows its malignancy; NULL for older reports.
+    malignant_classes: Mapped[list[str] | None] = mapped_column(JSON)
     ood: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     ood_decision: Mapped[str | None] = mapped_column(String(32))
     model_name: Mapped[str] = mapped_column(String(128))

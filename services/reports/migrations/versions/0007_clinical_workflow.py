@@ -136,6 +136,7 @@ def _create_reviews() -> None:
     op.add_column("reports", _timestamp("reviewed_at"))
     op.add_column("reports", sa.Column("embedding", sa.LargeBinary(), nullable=True))
     op.add_column("reports", sa.Column("lesion_area_fraction", sa.Float(), nullable=True))
+    op.add_column("reports", sa.Column("malignant_classes", sa.JSON(), nullable=True))
     op.create_index("ix_reports_tenant_review", "reports", ["tenant_id", "review_state", "triage_level"])
     op.add_column("tenants", sa.Column("next_steps", sa.JSON(), nullable=True))
 
@@ -195,7 +196,14 @@ def downgrade() -> None:
     op.drop_column("tenants", "next_steps")
     op.drop_index("ix_reports_tenant_review", table_name="reports")
     with op.batch_alter_table("reports") as batch:
-        for column in ("lesion_area_fraction", "embedding", "reviewed_at", "review_version", "review_state"):
+        for column in (
+            "malignant_classes",
+            "lesion_area_fraction",
+            "embedding",
+            "reviewed_at",
+            "review_version",
+            "review_state",
+        ):
             batch.drop_column(column)
     op.drop_table("reviews")
     op.drop_index("ix_jobs_lesion_created", table_name="jobs")

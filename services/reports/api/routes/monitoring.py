@@ -1,0 +1,8 @@
+"""Issue 12: the model's performance in this clinic: overrides, sensitivity and specificity
+against confirmed diagnoses, OOD rejections over time."""
+
+from __future__ import annotations
+
+from services.reports.api.deps import internal_router
+
+router = internal_router("monitoring")
