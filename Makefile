@@ -119,3 +119,7 @@ eval-ood: ## measure a bundle's OOD detector on test and shared/data/ood; metric
 
 eval-shift: ## a bundle on shifted copies of a split (other clinics' images); metrics_shift.json and plot
 	$(PY) -m training.eval_shift --bundle $(BUNDLE) --split $(SPLIT) $(ARGS)
+
+.PHONY: calibrate-change
+calibrate-change: ## lesion-change thresholds + segmentation Dice on HAM10000 (lesions with >= 2 images); change_calibration.json, card section
+	$(PY) -m training.change_calibration --bundle $(BUNDLE) $(ARGS)

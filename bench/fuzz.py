@@ -49,8 +49,8 @@ from model_bundle.loader import load_manifest
 TENANT = "fuzz"
 # Every check Schemathesis has (`--checks all`). `positive_data_acceptance` is told the statuses
 # that a schema-valid request may still get for what a schema cannot say: bytes that are not an
-# image (400 `image.empty`, 413, 415, 422 `image.corrupt`, `batch.no_valid_items`) and a
-# `cursor` that reports never issued (400 `cursor.invalid`).
+# image (400 `image.empty`, 413, 415, 422 `image.corrupt`, `batch.no_valid_items`), a `cursor`
+# that reports never issued (400 `cursor.invalid`) and a monitoring window out of bounds (422).
 _ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 _UPLOAD_CONTENT_STATUSES = ["400", "413", "415", "422"]
 _OPERATIONS_CONFIG = [
@@ -59,8 +59,14 @@ _OPERATIONS_CONFIG = [
         "checks": {"positive_data_acceptance": {"expected-statuses": _ACCEPTED + _UPLOAD_CONTENT_STATUSES}},
     },
     {
-        "include-path": "/v1/reports",
+        "include-path": ["/v1/reports", "/v1/audit"],
         "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, "400"]}},
+    },
+    {
+        # A window longer than the longest allowed (731 days), or reversed, is 422: a schema cannot
+        # relate two query parameters.
+        "include-path": "/v1/monitoring",
+        "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, "422"]}},
     },
 ]
 _UPLOADS = frozenset({"POST /v1/images", "POST /v1/batches"})

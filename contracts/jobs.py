@@ -46,6 +46,9 @@ class ImageMetadata(BaseModel):
     age: int | None = Field(default=None, ge=0, le=130)
     sex: Sex | None = None
     client_ref: PlainText | None = Field(default=None, max_length=128)
+    # Issue 12: the lesion (contracts.lesions) this image shows; reports checks it is the tenant's
+    # and the patient's. An identifier, so it never reaches the task message (`clinical()`).
+    lesion_id: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
     def clinical(self) -> ClinicalMetadata | None:
         """The part a model may fuse (age, sex, body site); None when none of them was given."""

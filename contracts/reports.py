@@ -10,6 +10,7 @@ from contracts.bundle import TriageLevel
 from contracts.errors import ErrorDetail
 from contracts.jobs import ClinicalField, DicomRef, ImageMetadata, JobCreate, JobStatus
 from contracts.ood import OodScoreResponse
+from contracts.reviews import NextStep, ReviewState, ReviewView
 
 DISCLAIMER = (
     "SkinTriage is decision support for trained clinicians, not a diagnosis. "
@@ -45,6 +46,12 @@ class Prediction(BaseModel):
         default_factory=dict,
         description="class code -> the bundle's display name, for what clinicians read (reports, "
         "FHIR, PDF); {} for a report stored before this field existed",
+    )
+
+    malignant_classes: list[str] = Field(
+        default_factory=list,
+        description="the class codes the bundle counts as malignant (a reviewer's diagnosis naming one "
+        "of the classes has a known malignancy); [] for a report stored before this field existed",
     )
 
     def display_name(self, code: str) -> str:
@@ -97,6 +104,18 @@ class ReportUpsert(BaseModel):
     )
     timings_ms: dict[str, float] = Field(default_factory=dict)
     error_code: str | None = None
+    # Issue 12: what comparing two images of one lesion needs (done reports only; None from
+    # workers before it): the pooled embedding as little-endian float16 and the segmented lesion's
+    # share of the image (model_bundle.segmentation). 16 384 base64 characters bound a 6 144-value
+    # embedding (EfficientNet-Lite0's has 1 280); reports checks the decoded length.
+    embedding_f16_b64: str | None = Field(
+        default=None,
+        max_length=16_384,
+        description="base64 of the model's pooled embedding, little-endian float16",
+    )
+    # Range-checked by reports per report (payloads.check_report), so in a worker's batch a bad
+    # value fails its own report only.
+    lesion_area_fraction: float | None = Field(default=None, description="in [0, 1]")
 
 
 # Reports written, or jobs marked running, in one call (a worker's micro-batch).
@@ -226,6 +245,13 @@ class ReportView(BaseModel):
     has_heatmap: bool = False
     disclaimer: str = DISCLAIMER
     completed_at: datetime
+    review: ReviewView | None = Field(default=None, description="the latest clinician's review")
+    review_state: ReviewState = ReviewState.unreviewed
+    next_step: NextStep | None = Field(
+        default=None,
+        description="the suggested next step for the clinician's level once signed off, else the "
+        "model's; None for a rejected image",
+    )
 
 
 class ReportPage(BaseModel):

@@ -123,6 +123,7 @@ class Predictor:
             conformal_set=conformal_set(probs, m.conformal, codes),
             conformal_coverage=m.conformal.target_coverage,
             class_display_names={c.code: c.display_name for c in m.classes},
+            malignant_classes=[c.code for c in m.classes if c.malignant],
         )
 
     def _cam(self, raw: RawOutput, class_code: str) -> NDArray[np.float32]:

@@ -7,7 +7,7 @@ broker on SQLite, under var/); any setting already in the environment wins, so
 same processes on production backends. This is a process launcher, not a scheduler: if any child
 dies, it stops the others and exits non-zero.
 
-  python scripts/run_fleet.py            migrate, ensure a demo API key, run until Ctrl-C
+  python scripts/run_fleet.py            migrate, ensure the demo API keys, run until Ctrl-C
   python scripts/run_fleet.py --check    the same, but exit 0 once every process is ready
   python scripts/run_fleet.py migrate    only run the migrations
   python scripts/run_fleet.py api-key [--tenant NAME]   print a new API key for a tenant
@@ -35,6 +35,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's console scripts: uvicorn, celery, alembic
 DEFAULT_BUNDLE = "models/skintriage-effnet-lite0/2.0.0"
 DEMO_TENANT = "demo"
+# The demo tenant's users: a clinician (var/demo-api-key: the dashboard's sign-off works with it)
+# and an admin (var/demo-admin-api-key: users, keys, the audit trail, monitoring).
+DEMO_CLINICIAN = ("Demo Clinician", "clinician", "demo-api-key")
+DEMO_ADMIN = ("Demo Admin", "admin", "demo-admin-api-key")
 INTERNAL_TOKEN_VARS = (
     "GATEWAY_INTERNAL_TOKEN",
     "OOD_INTERNAL_TOKEN",
@@ -176,20 +180,32 @@ def reports_cli(env: Mapping[str, str], *args: str) -> str:
     return result.stdout
 
 
-def key_is_live(env: Mapping[str, str], key: str, tenant: str) -> bool:
-    """Whether `key` is an unrevoked key of `tenant` in this database (list-keys shows prefixes)."""
+def key_is_live(env: Mapping[str, str], key: str, tenant: str, user: str) -> bool:
+    """Whether `key` is an unrevoked key of `user` of `tenant` in this database (list-keys shows
+    prefixes; the user's name is its 8th column)."""
     rows = [line.split("\t") for line in reports_cli(env, "list-keys", "--tenant", tenant).splitlines()[1:]]
-    return any(len(row) >= 5 and key.startswith(row[2]) and row[4] == "-" for row in rows)
+    return any(len(row) >= 8 and key.startswith(row[2]) and row[4] == "-" and row[7] == user for row in rows)
 
 
-def demo_api_key(layout: Layout, env: Mapping[str, str]) -> str:
-    """The saved demo key in var/demo-api-key if this database still knows it, else a new one."""
-    saved = layout.var_dir / "demo-api-key"
+def ensure_user(env: Mapping[str, str], tenant: str, name: str, role: str) -> None:
+    """The tenant (and its user `name` with `role`) exist afterwards; an existing user is kept."""
+    reports_cli(env, "create-tenant", tenant)
+    rows = [line.split("\t") for line in reports_cli(env, "list-users", "--tenant", tenant).splitlines()[1:]]
+    if not any(len(row) >= 2 and row[1] == name for row in rows):
+        reports_cli(env, "create-user", "--tenant", tenant, "--name", name, "--role", role)
+
+
+def demo_api_key(layout: Layout, env: Mapping[str, str], user: tuple[str, str, str] = DEMO_CLINICIAN) -> str:
+    """The saved key of a demo user (var/<file>) if this database still knows it as theirs, else a
+    new one for them (the user made if needed)."""
+    name, role, filename = user
+    saved = layout.var_dir / filename
     if saved.is_file():
         key = saved.read_text().strip()
-        if key and key_is_live(env, key, DEMO_TENANT):
+        if key and key_is_live(env, key, DEMO_TENANT, name):
             return key
-    key = reports_cli(env, "create-key", "--tenant", DEMO_TENANT).strip().splitlines()[-1]
+    ensure_user(env, DEMO_TENANT, name, role)
+    key = reports_cli(env, "create-key", "--tenant", DEMO_TENANT, "--user", name).strip().splitlines()[-1]
     saved.touch(mode=0o600)
     saved.write_text(key + "\n")
     return key
@@ -285,7 +301,7 @@ def stop_all(children: list[Child]) -> None:
 def run_fleet(
     layout: Layout, env: Mapping[str, str], check: bool, worker_processes: int | None = None
 ) -> int:
-    """Migrate, ensure the demo key, start every process, wait for readiness, then serve until a
+    """Migrate, ensure the demo keys, start every process, wait for readiness, then serve until a
     signal (or, with check, return at once). Returns the exit status."""
     stop_signal: list[int] = []
 
@@ -296,7 +312,8 @@ def run_fleet(
     signal.signal(signal.SIGTERM, on_signal)
 
     run_migrations(env)
-    api_key = demo_api_key(layout, env)
+    api_key = demo_api_key(layout, env, DEMO_CLINICIAN)
+    admin_key = demo_api_key(layout, env, DEMO_ADMIN)
     children: list[Child] = []
     status = 0
     try:
@@ -307,7 +324,9 @@ def run_fleet(
         if not stop_signal:
             url = f"http://127.0.0.1:{layout.ports['gateway']}"
             log(f"SkinTriage is up: {url}  (API docs: {url}/docs)")
-            log(f"demo tenant API key: {api_key}")
+            clinician_file, admin_file = layout.var_dir / DEMO_CLINICIAN[2], layout.var_dir / DEMO_ADMIN[2]
+            log(f"demo tenant API key: {api_key}  (clinician {DEMO_CLINICIAN[0]!r}, {clinician_file})")
+            log(f"demo admin API key: {admin_key}  (admin {DEMO_ADMIN[0]!r}, {admin_file})")
             auth = f'-H "Authorization: Bearer {api_key}"'
             log(f'try: curl {auth} -H "Prefer: wait=20" -F "file=@IMAGE.jpg" {url}/v1/images')
         if check:

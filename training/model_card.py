@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from sklearn.metrics import roc_curve
 
 from contracts.bundle import BundleManifest
+from contracts.lesions import ChangeCalibration
 from model_bundle.triage import softmax
 from training.data import SplitData
 from training.metrics import balanced_accuracy
@@ -650,3 +651,48 @@ def ood_section_lines(manifest: BundleManifest, metrics: dict[str, Any]) -> list
 def write_ood_section(card: Path, manifest: BundleManifest, metrics: dict[str, Any]) -> None:
     """The OOD section from `metrics_ood.json` (see `write_section`)."""
     write_section(card, "ood", ood_section_lines(manifest, metrics))
+
+
+def lesion_change_section_lines(calibration: ChangeCalibration) -> list[str]:
+    """The "Lesion change" section of the model card, from `change_calibration.json`."""
+    counts = calibration.pair_counts
+    fit, test = counts.get("fit", {}), counts.get("test", {})
+    seg = calibration.segmentation
+    names = {
+        "malignant_probability_delta": "abs. change in P(malignant)",
+        "embedding_distance": "embedding cosine distance",
+        "area_relative_change": "abs. relative change in lesion area",
+    }
+    rows = []
+    for key, label in names.items():
+        m = getattr(calibration, key)
+        rows.append(
+            f"| {label} | {m.threshold:.4f} | {_fmt(m.auroc_test)} | {_fmt(m.same_lesion_median_test)} | "
+            f"{_fmt(m.different_lesion_median_test)} | {_fmt(m.false_change_rate_test)} | {_fmt(m.detection_rate_test)} |"
+        )
+    quantile = calibration.malignant_probability_delta.same_lesion_quantile
+    return [
+        "## Lesion change (`make calibrate-change`)",
+        "Comparing two images of one lesion (`GET /v1/lesions/{id}`, `.../comparison`) flags a change when a",
+        f"measure exceeds its threshold: the {quantile:.0%} quantile of same-lesion pairs (HAM10000 images sharing a",
+        f"`lesion_id`) of train+val, so about {1 - quantile:.0%} of re-imaged unchanged lesions are flagged per measure.",
+        f"Fitted on {fit.get('same_lesion', 0)} same-lesion pairs ({fit.get('lesions', 0)} lesions, {fit.get('images', 0)} images);",
+        f"measured on test: {test.get('same_lesion', 0)} same-lesion pairs ({test.get('lesions', 0)} lesions) against",
+        f"{test.get('different_lesion', 0)} random different-lesion pairs. AUROC: same vs different lesion on test.",
+        f"Model: sha256 `{calibration.model_sha256[:16]}...` (the embedding threshold holds for this model only).",
+        "",
+        "| measure | threshold | AUROC (test) | median same (test) | median different (test) | flagged same (test) | flagged different (test) |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Lesion area: classical segmentation (`model_bundle/segmentation.py`: colour constancy, darkness +",
+        "saturation score, Otsu, morphology, the central component; constants chosen on `val`). Dice against",
+        f"HAM10000's lesion masks on `test` ({seg.images} images): mean {seg.dice_mean:.3f}, median {seg.dice_median:.3f}.",
+        "",
+        *[f"- {note}" for note in calibration.notes],
+    ]
+
+
+def write_lesion_change_section(card: Path, calibration: ChangeCalibration) -> None:
+    """The lesion change section from `change_calibration.json` (see `write_section`)."""
+    write_section(card, "lesion_change", lesion_change_section_lines(calibration))

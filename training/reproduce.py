@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from training import build_bundle, eval_ood, eval_shift, evaluate, fit_ood
+from training import build_bundle, change_calibration, eval_ood, eval_shift, evaluate, fit_ood
 from training.config import load_config
 from training.robustness import write_robustness
 from training.train import train
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     eval_ood.main(["--bundle", bundle])
     evaluate.main(["--bundle", bundle, "--split", "test"])
     eval_shift.main(["--bundle", bundle])
+    # Issue 12: the lesion-change thresholds and segmentation Dice (change_calibration.json, card section).
+    change_calibration.main(["--bundle", bundle])
     manifest = write_robustness(Path(bundle))
     log.info("robustness: %s", json.dumps(manifest.robustness.model_dump() if manifest.robustness else None))
     log.info("make train finished in %.1f min", (time.time() - start) / 60)

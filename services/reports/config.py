@@ -10,6 +10,13 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.reports import MAX_LEASE_SECONDS
+from contracts.reviews import (
+    DEFAULT_NEXT_STEP_MONITOR,
+    DEFAULT_NEXT_STEP_ROUTINE,
+    DEFAULT_NEXT_STEP_URGENT,
+    MAX_NEXT_STEP_LENGTH,
+    NextStepsUpdate,
+)
 from contracts.secrets import InternalToken
 
 DEFAULT_DATABASE_URL = "sqlite:///var/skintriage.db"
@@ -78,6 +85,52 @@ class Settings(BaseSettings):
         default="urn:skintriage:patient-ref",
         description="the system of the logical patient reference (the job's patient_ref)",
     )
+
+    # Issue 12 (reviews): the suggested next step per triage level where a tenant set none of its own.
+    next_step_urgent: str = Field(
+        default=DEFAULT_NEXT_STEP_URGENT, min_length=1, max_length=MAX_NEXT_STEP_LENGTH
+    )
+    next_step_routine: str = Field(
+        default=DEFAULT_NEXT_STEP_ROUTINE, min_length=1, max_length=MAX_NEXT_STEP_LENGTH
+    )
+    next_step_monitor: str = Field(
+        default=DEFAULT_NEXT_STEP_MONITOR, min_length=1, max_length=MAX_NEXT_STEP_LENGTH
+    )
+    fhir_practitioner_identifier_system: str = Field(
+        default="urn:skintriage:user",
+        description="the identifier system of the Practitioner a signed-off report names (a user id)",
+    )
+
+    # Issue 12 (people): how long the audit trail is kept; the sweeper thread purges older entries
+    # in chunks. Six years by default: the medical-records retention many jurisdictions ask for.
+    audit_retention_days: int = Field(
+        default=2190, ge=0, description="audit entries older than this are deleted (0 = kept forever)"
+    )
+    audit_purge_chunk_size: int = Field(
+        default=1000, gt=0, description="audit entries deleted per transaction by the purge"
+    )
+
+    # Issue 12 (lesions): the change calibration (contracts.lesions.ChangeCalibration) that turns a
+    # comparison's measures into flags; by default the shipped bundle's, found from the repository
+    # root (in the image /app, where the Dockerfile copies models/).
+    change_calibration: str = Field(
+        default=os.path.join(
+            os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+            "models",
+            "skintriage-effnet-lite0",
+            "2.0.0",
+            "change_calibration.json",
+        ),
+        description="path of change_calibration.json (`make calibrate-change`); a missing or invalid "
+        "file leaves comparisons without flags, with a note saying so",
+    )
+
+    @property
+    def next_step_defaults(self) -> NextStepsUpdate:
+        """The service's next steps, for tenants without their own."""
+        return NextStepsUpdate(
+            urgent=self.next_step_urgent, routine=self.next_step_routine, monitor=self.next_step_monitor
+        )
 
     @property
     def delivery_window(self) -> timedelta:

@@ -67,6 +67,7 @@ def fhir_bundle_json(
         bundle_type=bundle_type,
         identifier_system=settings.fhir_identifier_system,
         patient_identifier_system=settings.fhir_patient_identifier_system,
+        practitioner_identifier_system=settings.fhir_practitioner_identifier_system,
         generated_at=now,
     )
     return json.dumps(bundle, separators=(",", ":")).encode()

@@ -7,7 +7,10 @@ Every `REPORTS_SWEEP_INTERVAL_SECONDS`, in a thread of the reports service:
   the broker's queue is empty: its message was lost (a broker restarted without persistence, a
   gateway that died between registration and publication). While the queue holds messages the
   job may simply be waiting its turn, and re-publishing would only duplicate work;
-- a job taken back `REPORTS_SWEEP_MAX_REDRIVES` times is failed `job.abandoned` instead.
+- a job taken back `REPORTS_SWEEP_MAX_REDRIVES` times is failed `job.abandoned` instead;
+- audit entries older than `REPORTS_AUDIT_RETENTION_DAYS` (issue 12; 0 = kept forever) are
+  deleted, `REPORTS_AUDIT_PURGE_CHUNK_SIZE` per transaction, at most AUDIT_PURGE_MAX_CHUNKS per
+  sweep (a first purge of years of entries is spread over several sweeps).
 
 A duplicate message is harmless: the worker marks a job running first, and reports answers an
 ended job's status instead, so the worker skips it; a job already done is never run again and
@@ -33,6 +36,7 @@ from contracts.jobs import ImageMetadata, InferenceTask, Sex, StoredImage
 from services.common.request_id import bound_request_id, new_request_id
 from services.common.task_queue import TaskQueue
 from services.reports.config import Settings
+from services.reports.db.audit import purge_audit_chunk
 from services.reports.db.deliveries import plan_job_finished
 from services.reports.db.models import Job
 from services.reports.db.sweeps import expired_leases, stale_queued, take_back
@@ -42,6 +46,9 @@ log = logging.getLogger("services.reports.sweeper")
 
 # Jobs per re-published message: the gateway's default micro-batch (GATEWAY_TASK_CHUNK_SIZE).
 SWEEP_CHUNK_JOBS = 8
+# Audit purge transactions per sweep: 20 x 1000 rows every 10 s clears a backlog quickly without
+# one sweep holding the database for long.
+AUDIT_PURGE_MAX_CHUNKS = 20
 
 
 @dataclass(frozen=True)
@@ -135,12 +142,34 @@ class Sweeper:
         )
         return SweepOutcome(queue_depth=depth, republished=len(requeued), abandoned=len(abandoned))
 
+    def purge_audit_once(self) -> int:
+        """Delete audit entries past the retention period, in bounded chunks (each committed);
+        returns how many went. Nothing when the retention is 0 (kept forever)."""
+        settings = self._settings
+        if settings.audit_retention_days <= 0:
+            return 0
+        cutoff = self._clock() - timedelta(days=settings.audit_retention_days)
+        purged = 0
+        with self._sessions() as session:
+            for _ in range(AUDIT_PURGE_MAX_CHUNKS):
+                deleted = purge_audit_chunk(session, cutoff, settings.audit_purge_chunk_size)
+                purged += deleted
+                if deleted < settings.audit_purge_chunk_size:
+                    break
+        if purged:
+            log.info("audit.purged: %d entries older than %s", purged, cutoff.isoformat())
+        return purged
+
     def _run(self) -> None:
         while not self._stop.wait(self._settings.sweep_interval_seconds):
             try:
                 self.sweep_once()
             except Exception:  # a database outage, say: the next sweep tries again
                 log.exception("sweep.failed")
+            try:
+                self.purge_audit_once()
+            except Exception:  # the same: the next sweep purges what this one could not
+                log.exception("audit.purge_failed")
 
     def start(self) -> None:
         """Sweep every interval until `stop`."""

@@ -36,7 +36,7 @@ from bench.fleet_runner import (
 from contracts.bundle import BundleManifest
 from model_bundle.loader import load_manifest
 from scripts.run_fleet import DEFAULT_BUNDLE, REPO_ROOT
-from tests.browser.dashboard import sign_in
+from tests.browser.dashboard import User, add_user, sign_in
 from tests.conftest import POSTGRES_URL, REDIS_URL, require_service
 from tests.e2e.fleet import PRODUCTION, TENANTS
 
@@ -125,6 +125,18 @@ def key_a(fleet: Fleet) -> str:
 @pytest.fixture(scope="package")
 def key_b(fleet: Fleet) -> str:
     return fleet.api_keys[TENANTS[1]]
+
+
+@pytest.fixture(scope="package")
+def clinician(gateway: httpx.Client, key_a: str) -> User:
+    """A clinician of tenant-a (the fixture's tenant key acts as the tenant's admin)."""
+    return add_user(gateway, key_a, "Dr Ada Lovelace", "clinician")
+
+
+@pytest.fixture(scope="package")
+def integrator(gateway: httpx.Client, key_a: str) -> User:
+    """An integrator of tenant-a: an EHR's key, API only."""
+    return add_user(gateway, key_a, "EHR bridge", "integrator")
 
 
 @pytest.fixture(scope="session")
@@ -230,6 +242,13 @@ def page(browser: Browser, request: pytest.FixtureRequest, artifacts: Path) -> I
 def dashboard(page: Page, fleet: Fleet, key_a: str) -> Page:
     """The dashboard, signed in with tenant-a's key."""
     sign_in(page, fleet.gateway_url, key_a)
+    return page
+
+
+@pytest.fixture
+def clinician_dashboard(page: Page, fleet: Fleet, clinician: User) -> Page:
+    """The dashboard, signed in with the clinician's key."""
+    sign_in(page, fleet.gateway_url, clinician.api_key)
     return page
 
 

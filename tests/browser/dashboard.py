@@ -4,9 +4,15 @@
 from __future__ import annotations
 
 import re
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 from playwright.sync_api import Locator, Page, expect
+
+from tests.e2e.gateway_calls import bearer
 
 # A job goes queued -> running -> done/rejected within a second or two on the shipped bundle;
 # the worklist notices on its next refresh (~3 s).
@@ -15,10 +21,35 @@ TERMINAL = re.compile(r"^(done|rejected|failed)$")
 TRIAGE_LEVEL = re.compile(r"^(urgent|routine|monitor)$")
 REJECTED_VERDICT = re.compile(r"rejected_ood|rejected_quality")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Indices into `ham_images` (the first 24 HAM10000 images) whose level the shipped bundle gives
+# (deterministic): ISIC_0024310 urgent, ISIC_0024318 monitor.
+URGENT_IMAGE, MONITOR_IMAGE = 4, 11
 
 
 def by_id(page: Page, test_id: str) -> Locator:
     return page.get_by_test_id(test_id)
+
+
+@dataclass(frozen=True)
+class User:
+    """A user of tenant-a made through the people API, with one API key."""
+
+    user_id: str
+    name: str
+    role: str
+    api_key: str
+
+
+def add_user(gateway: httpx.Client, admin_key: str, name: str, role: str) -> User:
+    """`POST /v1/users`, then `POST /v1/users/{id}/api-keys`, as the tenant's admin."""
+    created = gateway.post("/v1/users", json={"name": name, "role": role}, headers=bearer(admin_key))
+    assert created.status_code == 201, created.text
+    user_id = created.json()["user_id"]
+    key = gateway.post(
+        f"/v1/users/{user_id}/api-keys", json={"expires_in_days": None}, headers=bearer(admin_key)
+    )
+    assert key.status_code == 201, key.text
+    return User(user_id, name, role, key.json()["api_key"])
 
 
 def sign_in(page: Page, gateway_url: str, api_key: str) -> None:
@@ -27,6 +58,37 @@ def sign_in(page: Page, gateway_url: str, api_key: str) -> None:
     by_id(page, "signin-key").fill(api_key)
     by_id(page, "signin-submit").click()
     expect(by_id(page, "worklist")).to_be_visible()
+
+
+def new_patient() -> str:
+    """A patient ref no other test uses (the fleet is shared by the whole package)."""
+    return f"PT-{uuid.uuid4().hex[:10]}"
+
+
+def submit_done(gateway: httpx.Client, api_key: str, path: Path, **fields: str) -> dict[str, Any]:
+    """`POST /v1/images` waiting for the result; the job, which must be done (accepted)."""
+    response = gateway.post(
+        "/v1/images",
+        files={"file": (path.name, path.read_bytes(), "image/jpeg")},
+        data=fields,
+        headers=bearer(api_key, Prefer="wait=30"),
+    )
+    assert response.status_code == 200, response.text
+    job: dict[str, Any] = response.json()
+    assert job["status"] == "done", job
+    return job
+
+
+def review(
+    gateway: httpx.Client, api_key: str, job_id: str, triage_level: str, **fields: Any
+) -> dict[str, Any]:
+    """`POST /v1/jobs/{id}/reviews` as a clinician; the new ReviewView."""
+    response = gateway.post(
+        f"/v1/jobs/{job_id}/reviews", json={"triage_level": triage_level, **fields}, headers=bearer(api_key)
+    )
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
 
 
 def upload(page: Page, paths: list[Path], patient_ref: str = "", **fields: str) -> None:

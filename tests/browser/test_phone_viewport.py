@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from bench.fleet_runner import Fleet
-from tests.browser.dashboard import JOB_TIMEOUT_MS, by_id, is_png, row_of, sign_in
+from tests.browser.dashboard import JOB_TIMEOUT_MS, by_id, is_png, row_of, show_only_patient, sign_in
 from tests.e2e.gateway_calls import bearer
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -36,6 +36,7 @@ def test_on_a_phone_the_upload_form_and_worklist_show_without_horizontal_scrolli
     assert submitted.status_code == 202, submitted.text
 
     sign_in(phone_page, fleet.gateway_url, key_a)
+    show_only_patient(phone_page, "PT-PHONE-0123456789")
 
     expect(row_of(phone_page, submitted.json()["job_id"])).to_be_visible(timeout=JOB_TIMEOUT_MS)
     expect(by_id(phone_page, "upload-form")).to_be_visible()

@@ -17,6 +17,7 @@ from tests.browser.dashboard import (
     by_id,
     open_report,
     row_of,
+    show_only_patient,
     sign_in,
     submitted_job_id,
     upload,
@@ -39,8 +40,10 @@ def test_a_batch_of_five_lesions_is_followed_to_5_of_5(dashboard: Page, ham_imag
 def test_a_photo_that_is_not_skin_is_shown_rejected_in_the_worklist_and_report(
     dashboard: Page, non_skin_jpeg: Path
 ) -> None:
-    upload(dashboard, [non_skin_jpeg], patient_ref=f"PT-{uuid.uuid4().hex[:10]}")
+    patient = f"PT-{uuid.uuid4().hex[:10]}"
+    upload(dashboard, [non_skin_jpeg], patient_ref=patient)
     job_id = submitted_job_id(dashboard)
+    show_only_patient(dashboard, patient)
 
     row = row_of(dashboard, job_id)
     expect(row).to_have_attribute("data-status", "rejected", timeout=JOB_TIMEOUT_MS)
@@ -56,6 +59,8 @@ def test_a_camera_capture_is_submitted_and_its_job_finishes(
     camera_page: Page, fleet: Fleet, key_a: str
 ) -> None:
     sign_in(camera_page, fleet.gateway_url, key_a)
+    patient = f"PT-{uuid.uuid4().hex[:10]}"
+    by_id(camera_page, "field-patient").fill(patient)
 
     by_id(camera_page, "camera-start").click()
     preview = by_id(camera_page, "camera-preview")
@@ -69,6 +74,7 @@ def test_a_camera_capture_is_submitted_and_its_job_finishes(
 
     expect(by_id(camera_page, "camera-error")).to_be_hidden()
     job_id = submitted_job_id(camera_page)
+    show_only_patient(camera_page, patient)
     # The fake camera films a test pattern: the OOD or quality gate may reject it; either way the
     # job exists and finishes.
     expect(row_of(camera_page, job_id)).to_have_attribute("data-status", TERMINAL, timeout=JOB_TIMEOUT_MS)

@@ -65,8 +65,11 @@ def test_an_uploaded_lesion_appears_triaged_in_the_worklist_without_a_reload(
     # A marker on the window survives only if the page is never reloaded or navigated away.
     dashboard.evaluate("window.__sameDocument = true")
 
-    upload(dashboard, [ham_images[UPLOADED]], patient_ref=_patient(), site="forearm", age="61", sex="male")
+    patient = _patient()
+    upload(dashboard, [ham_images[UPLOADED]], patient_ref=patient, site="forearm", age="61", sex="male")
     job_id = submitted_job_id(dashboard)
+    # Priority order puts a new job after older unreviewed ones: show this patient's only.
+    show_only_patient(dashboard, patient)
 
     row = row_of(dashboard, job_id)
     expect(row).to_have_attribute("data-status", "done", timeout=JOB_TIMEOUT_MS)
@@ -97,8 +100,13 @@ def test_the_report_shows_image_probabilities_triage_conformal_set_verdict_model
     shown = {bars.nth(i).get_attribute("data-class") for i in range(bars.count())}
     assert shown == {c.code for c in shipped_manifest.classes}
     expect(by_id(dashboard, "report-triage")).to_contain_text(result["triage_level"])
+    # A clinician reads display names, never class codes.
     for code in prediction["conformal_set"]:
-        expect(by_id(dashboard, "report-conformal")).to_contain_text(code)
+        expect(by_id(dashboard, "report-conformal")).to_contain_text(prediction["class_display_names"][code])
+    top = prediction["top_class"]
+    expect(view.locator(f'[data-testid="prob-bar"][data-class="{top}"]')).to_contain_text(
+        prediction["class_display_names"][top]
+    )
     expect(by_id(dashboard, "report-verdict")).to_contain_text("accepted")
     expect(by_id(dashboard, "report-model")).to_contain_text(shipped_manifest.name)
     expect(by_id(dashboard, "report-model")).to_contain_text(shipped_manifest.version)
@@ -179,6 +187,7 @@ def test_a_deep_link_opens_the_jobs_report(dashboard: Page, fleet: Fleet, done_j
 def test_the_triage_filter_shows_only_jobs_of_that_level(dashboard: Page, done_job: dict[str, Any]) -> None:
     level = done_job["result"]["triage_level"]
     rows = dashboard.get_by_test_id("worklist-row")
+    by_id(dashboard, "filter-sort").select_option("newest")
     expect(row_of(dashboard, done_job["job_id"])).to_be_visible()
 
     by_id(dashboard, "filter-triage").select_option(level)
@@ -213,6 +222,9 @@ def test_older_and_newer_page_through_more_jobs_than_one_page_holds(
     assert accepted.status_code == 202, accepted.text
     submitted = {item["job_id"] for item in accepted.json()["items"]}
     rows = dashboard.get_by_test_id("worklist-row")
+    # Newest first: a stable order while the batch's jobs finish (in priority order a job moves
+    # between groups as it is triaged).
+    by_id(dashboard, "filter-sort").select_option("newest")
     show_only_patient(dashboard, patient)
     expect(rows).to_have_count(WORKLIST_PAGE)
     first_page = {rows.nth(i).get_attribute("data-job-id") for i in range(WORKLIST_PAGE)}

@@ -146,12 +146,15 @@ def test_check_starts_the_whole_fleet_waits_for_readiness_and_stops(
         assert f"[fleet] {name} ready" in output
     key = (tmp_path / "var" / "demo-api-key").read_text().strip()
     assert key and f"demo tenant API key: {key}" in output
+    admin_key = (tmp_path / "var" / "demo-admin-api-key").read_text().strip()
+    assert admin_key and admin_key != key and f"demo admin API key: {admin_key}" in output
 
     # A second start reuses the saved key instead of minting another.
     argv[argv.index("--base-port") + 1] = str(_free_base_port())
     again = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert (tmp_path / "var" / "demo-api-key").read_text().strip() == key
+    assert (tmp_path / "var" / "demo-admin-api-key").read_text().strip() == admin_key
 
 
 @pytest.mark.e2e

@@ -51,3 +51,11 @@ def error_code(response: httpx.Response) -> str:
     """The machine-readable code of an error body."""
     code: str = response.json()["error"]["code"]
     return code
+
+
+def submit_image_with_fields(
+    gateway: httpx.Client, api_key: str, path: Path, fields: dict[str, str], **headers: str
+) -> httpx.Response:
+    """`POST /v1/images` with one `file` part and form fields (patient_ref, lesion_id, ...)."""
+    files = {"file": (path.name, path.read_bytes(), "image/jpeg")}
+    return gateway.post("/v1/images", files=files, data=fields, headers=bearer(api_key, **headers))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,11 @@ from pypdf import PdfReader
 from standardwebhooks import Webhook
 
 from bench.fleet_runner import Fleet
-from tests.e2e.fleet import EMBEDDED, PRODUCTION, TENANTS, backends
+from tests.e2e.ehr_fleet import fleet_with_ehr, wait_until
+from tests.e2e.fleet import EMBEDDED, PRODUCTION, TENANTS
 from tests.e2e.gateway_calls import bearer, submit_batch, submit_image, wait_for_batch
 from tests.reports.fhir_invariants import check_bundle
-from tests.reports.receivers import Receiver, https_receiver, make_tls
+from tests.reports.receivers import Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -33,31 +33,10 @@ def integration(
     request: pytest.FixtureRequest, tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Fleet, Receiver]]:
     """A fleet whose reports service trusts the local receivers' certificate and retries fast."""
-    workdir = tmp_path_factory.mktemp(f"ehr-{request.param}")
-    tls = make_tls(workdir)
-    extra_env = {
-        "REPORTS_DELIVERY_CA_BUNDLE": str(tls.cert_file),
-        "REPORTS_DELIVERY_INTERVAL_SECONDS": "0.2",
-        "REPORTS_DELIVERY_RETRY_BASE_SECONDS": "0.2",
-        "REPORTS_DELIVERY_RETRY_MAX_DELAY_SECONDS": "1",
-    }
-    with (
-        https_receiver(tls) as receiver,
-        backends(request.param, workdir) as chosen,
-        Fleet(chosen, tiny_bundle_dir, workdir, TENANTS, extra_env=extra_env) as fleet,
-    ):
-        yield fleet, receiver
-        fleet.check_alive()
-
-
-def _until(check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
+    with fleet_with_ehr(
+        request.param, tiny_bundle_dir, tmp_path_factory.mktemp(f"ehr-{request.param}")
+    ) as pair:
+        yield pair
 
 
 def test_a_finished_job_reaches_the_ehr_and_the_webhook_and_reads_back_as_fhir_and_pdf(
@@ -91,7 +70,7 @@ def test_a_finished_job_reaches_the_ehr_and_the_webhook_and_reads_back_as_fhir_a
         assert submitted.status_code in (200, 202), submitted.text
         job_id = submitted.json()["job_id"]
 
-        deliveries = _until(
+        deliveries = wait_until(
             lambda: (
                 items
                 if len(
@@ -156,14 +135,14 @@ def test_a_batch_is_announced_once_all_its_jobs_end(
             bodies = [json.loads(r.body) for r in receiver.requests if r.path == "/hook"]
             return [b for b in bodies if b["type"] == "batch.finished" and b["data"]["batch_id"] == batch_id]
 
-        [event] = _until(announced)
+        [event] = wait_until(announced)
         assert event["data"]["total"] == 3 and sum(event["data"]["counts"].values()) == 3
 
         def job_events() -> list[dict[str, Any]]:
             bodies = [json.loads(r.body) for r in receiver.requests if r.path == "/hook"]
             return [b for b in bodies if b["type"] == "job.finished" and b["data"]["batch_id"] == batch_id]
 
-        _until(lambda: len(job_events()) == 3)
+        wait_until(lambda: len(job_events()) == 3)
         assert sorted(e["data"]["job_id"] for e in job_events()) == sorted(
             item["job_id"] for item in accepted.json()["items"]
         )

@@ -218,10 +218,23 @@ def _request_problems(where: str, entry: dict[str, Any], bundle_type: Any) -> li
         problems.append(f"{where}: request has no url")
     elif request.get("method") == "POST" and request["url"] != resource["resourceType"]:
         problems.append(f"{where}: POST url {request['url']!r} is not {resource['resourceType']!r}")
+    elif request.get("method") == "PUT":
+        problems += _update_problems(where, request["url"], resource)
     condition = request.get("ifNoneExist")
     if condition is not None:
         problems += _condition_problems(where, condition, resource)
     return problems
+
+
+def _update_problems(where: str, url: str, resource: dict[str, Any]) -> list[str]:
+    """A PUT is a conditional update (`Type?identifier=...`, which must find the resource itself,
+    or it would replace another) or an update by id (`Type/id` of the resource's own id)."""
+    resource_type = resource["resourceType"]
+    if url.startswith(f"{resource_type}?"):
+        return _condition_problems(where, url.removeprefix(f"{resource_type}?"), resource)
+    if resource.get("id") and url == f"{resource_type}/{resource['id']}":
+        return []
+    return [f"{where}: PUT url {url!r} is neither {resource_type}?<search> nor {resource_type}/<its id>"]
 
 
 def _condition_problems(where: str, condition: str, resource: dict[str, Any]) -> list[str]:
@@ -410,6 +423,9 @@ def _report_problems(entries: list[dict[str, Any]]) -> list[str]:
         problems.append("DiagnosticReport.category lacks v2-0074 IMG")
     if DERMATOSCOPY not in _codings(report.get("code", {}), SNOMED):
         problems.append(f"DiagnosticReport.code lacks SNOMED CT {DERMATOSCOPY}")
+    if report.get("status") == "final" and not report.get("resultsInterpreter"):
+        # SkinTriage's report is final only once a clinician signed it off: it must say who.
+        problems.append("a final DiagnosticReport names no resultsInterpreter")
     in_result = {item.get("reference") for item in report.get("result", [])}
     for full_url, _ in _resources(entries, "Observation"):
         if full_url not in in_result:

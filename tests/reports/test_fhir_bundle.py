@@ -20,6 +20,7 @@ from PIL import Image
 
 from contracts.jobs import DicomRef, JobStatus
 from contracts.reports import JobView
+from contracts.reviews import ReviewView
 from services.reports.domain.fhir_bundle import BundleNotAvailableError, job_bundle
 from tests.reports.fhir_invariants import check_bundle
 
@@ -140,11 +141,46 @@ def dicom_job() -> JobView:
     return done_job().model_copy(update={"dicom": DicomRef.model_validate(dicom)})
 
 
+REVIEWED = datetime(2026, 3, 2, 14, 5, tzinfo=UTC)
+CLINICIAN_ID = "usr_7c1e"
+
+
+def signed_job(job: JobView | None = None, *, triage_level: str = "routine", version: int = 2) -> JobView:
+    """A done job a clinician signed off (overriding the model's urgent level unless told)."""
+    job = job or done_job()
+    assert job.result is not None
+    review = ReviewView.model_validate(
+        {
+            "review_id": "rev_1",
+            "job_id": job.job_id,
+            "version": version,
+            "reviewer": {"user_id": CLINICIAN_ID, "name": "Dr Grace Hopper"},
+            "triage_level": triage_level,
+            "model_triage_level": "urgent",
+            "agrees_with_model": triage_level == "urgent",
+            "working_diagnosis": {"code": "nv", "text": None, "display_name": HAM10000["nv"]},
+            "note": "Symmetric, regular network.",
+            "confirmed_diagnosis": {
+                "code": "nv",
+                "text": None,
+                "display_name": HAM10000["nv"],
+                "basis": "histopathology",
+                "malignant": False,
+            },
+            "created_at": REVIEWED,
+        }
+    )
+    result = job.result.model_copy(update={"review": review, "review_state": "diagnosis_confirmed"})
+    return job.model_copy(update={"result": result})
+
+
 JOBS: dict[str, Callable[[], JobView]] = {
     "done": done_job,
     "rejected": rejected_job,
     "no-patient-ref": lambda: done_job(patient_ref=None),
     "dicom": dicom_job,
+    "signed": signed_job,
+    "signed-dicom": lambda: signed_job(dicom_job(), triage_level="urgent"),
 }
 
 
@@ -360,17 +396,53 @@ BREAKAGES: list[tuple[str, str, Callable[[dict[str, Any]], None], str]] = [
 ]
 
 
+SIGNED_BREAKAGES: list[tuple[str, str, Callable[[dict[str, Any]], None], str]] = [
+    (
+        "conditional update finds another resource",
+        "transaction",
+        lambda b: _entry_of(b, "DiagnosticReport")["request"].update(
+            url=f"DiagnosticReport?identifier={JOB_SYSTEM}|job_other"
+        ),
+        "does not match",
+    ),
+    (
+        "PUT to a bare type",
+        "transaction",
+        lambda b: _entry_of(b, "DiagnosticReport")["request"].update(url="DiagnosticReport"),
+        "PUT url",
+    ),
+    (
+        "final without interpreter",
+        "collection",
+        lambda b: the(b, "DiagnosticReport").pop("resultsInterpreter"),
+        "names no resultsInterpreter",
+    ),
+    (
+        "interpreter is the model",
+        "collection",
+        lambda b: the(b, "DiagnosticReport").update(
+            resultsInterpreter=[{"reference": full_url(b, the(b, "Device"))}]
+        ),
+        "points at a Device",
+    ),
+]
+
+
 @pytest.mark.parametrize(
-    ("bundle_type", "breakage", "expected"),
+    ("bundle_type", "breakage", "expected", "signed"),
     [
-        pytest.param(bundle_type, breakage, expected, id=name)
+        pytest.param(bundle_type, breakage, expected, False, id=name)
         for name, bundle_type, breakage, expected in BREAKAGES
+    ]
+    + [
+        pytest.param(bundle_type, breakage, expected, True, id=name)
+        for name, bundle_type, breakage, expected in SIGNED_BREAKAGES
     ],
 )
 def test_check_bundle_reports_a_broken_bundle(
-    bundle_type: str, breakage: Callable[[dict[str, Any]], None], expected: str
+    bundle_type: str, breakage: Callable[[dict[str, Any]], None], expected: str, signed: bool
 ) -> None:
-    bundle = build(bundle_type=bundle_type)
+    bundle = build(signed_job() if signed else done_job(), bundle_type=bundle_type)
     assert check_bundle(bundle) == []
 
     breakage(bundle)
@@ -703,3 +775,89 @@ def test_the_documented_example_is_what_the_builder_makes() -> None:
     # docs/EHR_INTEGRATION.md links this file; a change to the mapping must update it.
     example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "fhir-bundle-transaction.json"
     assert json.loads(example.read_text()) == build(dicom_job(), bundle_type="transaction")
+
+
+# ---- signed off by a clinician (issue 12) -------------------------------------------------------
+
+
+def test_a_signed_off_report_is_final_and_names_the_clinician() -> None:
+    bundle = build(signed_job())
+    report = the(bundle, "DiagnosticReport")
+    practitioner = the(bundle, "Practitioner")
+
+    assert report["status"] == "final"
+    assert report["resultsInterpreter"] == [{"reference": full_url(bundle, practitioner)}]
+    assert practitioner["identifier"] == [{"system": "urn:skintriage:user", "value": CLINICIAN_ID}]
+    assert practitioner["name"] == [{"text": "Dr Grace Hopper"}]
+    assert report["conclusionCode"][0]["coding"][0]["code"] == "routine"
+    conclusion = report["conclusion"]
+    assert conclusion.startswith("Signed off by Dr Grace Hopper on 2026-03-02T14:05:00Z (review version 2)")
+    assert "triage level Routine, overriding the model's Urgent" in conclusion
+    assert "Confirmed diagnosis: Melanocytic nevi (nv) (not malignant; basis: histopathology)" in conclusion
+    assert "Symmetric, regular network." in conclusion
+    result = done_job().result
+    assert result is not None and conclusion.endswith(result.disclaimer)
+    # The model's Observations are its output and stay preliminary.
+    assert {o["status"] for o in resources(bundle, "Observation")} == {"preliminary"}
+
+
+def test_a_confirming_review_says_so() -> None:
+    report = the(build(signed_job(triage_level="urgent")), "DiagnosticReport")
+
+    assert "triage level Urgent, confirming the model's level" in report["conclusion"]
+    assert report["conclusionCode"][0]["coding"][0]["code"] == "urgent"
+
+
+def test_a_signed_off_report_is_a_conditional_update_in_a_transaction() -> None:
+    bundle = build(signed_job(), bundle_type="transaction", identifier_system="https://ehr.example.org/st")
+    requests = {e["resource"]["resourceType"]: e["request"] for e in bundle["entry"]}
+
+    assert requests["DiagnosticReport"] == {
+        "method": "PUT",
+        "url": f"DiagnosticReport?identifier=https://ehr.example.org/st|{JOB_ID}",
+    }
+    assert requests["Practitioner"] == {
+        "method": "POST",
+        "url": "Practitioner",
+        "ifNoneExist": f"identifier=urn:skintriage:user|{CLINICIAN_ID}",
+    }
+    others = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "DiagnosticReport"]
+    assert all(e["request"]["method"] == "POST" and e["request"]["ifNoneExist"] for e in others)
+    assert check_bundle(bundle) == []
+
+
+def test_each_review_version_has_its_own_provenance_naming_the_clinician() -> None:
+    bundle = build(signed_job(version=2))
+    provenances = resources(bundle, "Provenance")
+    [review_provenance] = [p for p in provenances if p["agent"][0]["type"]["coding"][0]["code"] == "verifier"]
+
+    assert review_provenance["meta"]["tag"] == [
+        {"system": JOB_SYSTEM, "code": f"{JOB_ID}/review/2/provenance"}
+    ]
+    assert review_provenance["target"] == [{"reference": full_url(bundle, the(bundle, "DiagnosticReport"))}]
+    assert review_provenance["agent"][0]["who"] == {
+        "reference": full_url(bundle, the(bundle, "Practitioner"))
+    }
+    assert review_provenance["recorded"] == "2026-03-02T14:05:00Z"
+    other = build(signed_job(version=3))
+    assert {e["fullUrl"] for e in bundle["entry"]} != {e["fullUrl"] for e in other["entry"]}
+
+
+def test_a_rejected_image_is_never_signed_off_in_fhir() -> None:
+    job = signed_job()
+    rejected = rejected_job()
+    assert job.result is not None and rejected.result is not None
+    rejected.result.review = job.result.review
+
+    bundle = build(rejected, heatmap_png=None)
+
+    assert the(bundle, "DiagnosticReport")["status"] == "preliminary"
+    assert resources(bundle, "Practitioner") == []
+
+
+def test_the_documented_signed_example_is_what_the_builder_makes() -> None:
+    # docs/EHR_INTEGRATION.md links this file too: the final bundle pushed after a sign-off.
+    example = (
+        Path(__file__).resolve().parents[2] / "docs" / "examples" / "fhir-bundle-transaction-signed.json"
+    )
+    assert json.loads(example.read_text()) == build(signed_job(dicom_job()), bundle_type="transaction")

@@ -17,6 +17,7 @@ from contracts.bundle import TriageLevel
 from contracts.jobs import ImageMetadata, JobStatus
 from contracts.ood import OodDecision, OodScoreResponse
 from contracts.reports import DISCLAIMER, JobView, ModelRef, Prediction, ReportView
+from contracts.reviews import NextStep, ReviewView
 from services.reports.domain.report_pdf import ReportNotAvailableError, render_report_pdf
 
 DISPLAY_NAMES = {
@@ -502,3 +503,68 @@ def test_bytes_that_are_not_an_image_are_refused(which: str) -> None:
             _render(_job(), image=b"not an image at all")
         else:
             _render(_job(), heatmap=b"\x89PNG\r\n\x1a\n truncated")
+
+
+# ---- the clinician's review and the next step (issue 12) ----------------------------------------
+
+
+def _signed_job(note: str | None = "Regular network; <b>benign</b> & stable.") -> JobView:
+    job = _job()
+    assert job.result is not None
+    review = ReviewView.model_validate(
+        {
+            "review_id": "rev_1",
+            "job_id": job.job_id,
+            "version": 2,
+            "reviewer": {"user_id": "usr_1", "name": "Dr Grace Hopper"},
+            "triage_level": "monitor",
+            "model_triage_level": "urgent",
+            "agrees_with_model": False,
+            "working_diagnosis": {"code": "nv", "text": None, "display_name": "Melanocytic nevus"},
+            "note": note,
+            "confirmed_diagnosis": {
+                "code": "nv",
+                "text": None,
+                "display_name": "Melanocytic nevus",
+                "basis": "histopathology",
+                "malignant": False,
+            },
+            "created_at": datetime(2026, 12, 2, 8, 0, tzinfo=UTC),
+        }
+    )
+    result = job.result.model_copy(
+        update={
+            "review": review,
+            "review_state": "diagnosis_confirmed",
+            "next_step": NextStep(triage_level="monitor", text="Re-image in 3 months and compare."),
+        }
+    )
+    return job.model_copy(update={"result": result})
+
+
+def test_a_signed_off_job_prints_the_clinicians_review_and_next_step() -> None:
+    text = _text(_render(_signed_job()))
+
+    assert "Signed off by Dr Grace Hopper on 2026-12-02 08:00 UTC (version 2): Monitor" in text
+    assert "overriding the model's level (Urgent)" in text
+    assert "Working diagnosis: Melanocytic nevus (nv)" in text
+    assert "Confirmed diagnosis: Melanocytic nevus (nv) (not malignant; basis: histopathology)" in text
+    assert "Note: Regular network; <b>benign</b> & stable." in text
+    assert "Suggested next step (Monitor, the clinician's level): Re-image in 3 months and compare." in text
+    assert len(_reader(_render(_signed_job())).pages) == 1
+
+
+def test_an_unreviewed_job_says_so_and_suggests_the_models_next_step() -> None:
+    job = _job()
+    assert job.result is not None
+    job.result.next_step = NextStep(
+        triage_level="urgent", text="Refer for excision or biopsy within 2 weeks."
+    )
+
+    text = _text(_render(job))
+
+    assert "Not yet reviewed" in text
+    assert (
+        "Suggested next step (Urgent, the model's level): Refer for excision or biopsy within 2 weeks."
+        in text
+    )

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from contracts.audit import AuditPage
 from contracts.errors import DomainError, ErrorBody
 from contracts.integrations import (
     DeliveryList,
@@ -28,6 +29,8 @@ from contracts.integrations import (
     WebhookSecret,
 )
 from contracts.jobs import JobCreate
+from contracts.lesions import LesionComparison, LesionCreate, LesionHistory, LesionList, LesionView
+from contracts.monitoring import MonitoringView
 from contracts.records import ApiKeyVerifyRequest, ApiKeyVerifyResponse, BatchCreate, BatchView
 from contracts.reports import (
     JobCreateBatch,
@@ -37,7 +40,16 @@ from contracts.reports import (
     JobView,
     ReportPage,
 )
-from contracts.users import ACTOR_HEADER
+from contracts.reviews import NextSteps, NextStepsUpdate, ReviewCreate, ReviewList, ReviewView
+from contracts.users import (
+    ACTOR_HEADER,
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyList,
+    UserCreate,
+    UserList,
+    UserView,
+)
 from services.common.internal_auth import INTERNAL_TOKEN_HEADER, InternalTokenInvalidError
 from services.common.request_id import REQUEST_ID_HEADER
 from services.gateway.domain.auth import Principal, current_actor
@@ -324,11 +336,156 @@ class ReportsClient:
 
     # -- issue 12: users, API keys, the audit trail (people) ------------------------------------
 
+    async def create_user(self, tenant_id: str, body: UserCreate, *, request_id: str) -> UserView:
+        """A new user of the tenant (409 `user.exists` passed through)."""
+        response = await self._send(
+            "POST",
+            "/internal/v1/users",
+            tenant_id=tenant_id,
+            request_id=request_id,
+            json=body.model_dump(mode="json"),
+        )
+        return _parse(UserView, response)
+
+    async def list_users(self, tenant_id: str, *, request_id: str) -> UserList:
+        """The tenant's users, oldest first."""
+        response = await self._send("GET", "/internal/v1/users", tenant_id=tenant_id, request_id=request_id)
+        return _parse(UserList, response)
+
+    async def disable_user(self, tenant_id: str, user_id: str, *, request_id: str) -> UserView:
+        """Disable a user (404 `user.not_found`, 409 `user.self` passed through)."""
+        response = await self._send(
+            "POST", f"/internal/v1/users/{_seg(user_id)}/disable", tenant_id=tenant_id, request_id=request_id
+        )
+        return _parse(UserView, response)
+
+    async def create_user_api_key(
+        self, tenant_id: str, user_id: str, body: ApiKeyCreate, *, request_id: str
+    ) -> ApiKeyCreated:
+        """A new key for the user, with the key itself (shown once)."""
+        response = await self._send(
+            "POST",
+            f"/internal/v1/users/{_seg(user_id)}/api-keys",
+            tenant_id=tenant_id,
+            request_id=request_id,
+            json=body.model_dump(mode="json"),
+        )
+        return _parse(ApiKeyCreated, response)
+
+    async def list_api_keys(self, tenant_id: str, *, request_id: str) -> ApiKeyList:
+        """The tenant's keys (never the keys themselves)."""
+        response = await self._send(
+            "GET", "/internal/v1/api-keys", tenant_id=tenant_id, request_id=request_id
+        )
+        return _parse(ApiKeyList, response)
+
+    async def revoke_api_key(self, tenant_id: str, key_id: str, *, request_id: str) -> None:
+        """Revoke one of the tenant's keys (404 `api_key.not_found` passed through)."""
+        await self._send(
+            "DELETE", f"/internal/v1/api-keys/{_seg(key_id)}", tenant_id=tenant_id, request_id=request_id
+        )
+
+    async def list_audit(self, tenant_id: str, filters: Mapping[str, str], *, request_id: str) -> AuditPage:
+        """A page of the tenant's audit trail, newest first."""
+        response = await self._send(
+            "GET", "/internal/v1/audit", tenant_id=tenant_id, request_id=request_id, params=filters
+        )
+        return _parse(AuditPage, response)
+
     # -- issue 12: reviews and next steps ----------------------------------------------------
+
+    async def create_review(
+        self, tenant_id: str, job_id: str, body: ReviewCreate, *, request_id: str
+    ) -> ReviewView:
+        """A clinician's review of a done job (the acting user travels in the actor header)."""
+        response = await self._send(
+            "POST",
+            f"/internal/v1/jobs/{_seg(job_id)}/reviews",
+            tenant_id=tenant_id,
+            request_id=request_id,
+            json=body.model_dump(mode="json"),
+        )
+        return _parse(ReviewView, response)
+
+    async def list_reviews(self, tenant_id: str, job_id: str, *, request_id: str) -> ReviewList:
+        """A job's reviews, version 1 first."""
+        response = await self._send(
+            "GET", f"/internal/v1/jobs/{_seg(job_id)}/reviews", tenant_id=tenant_id, request_id=request_id
+        )
+        return _parse(ReviewList, response)
+
+    async def get_next_steps(self, tenant_id: str, *, request_id: str) -> NextSteps:
+        """The tenant's next step per triage level."""
+        response = await self._send(
+            "GET", "/internal/v1/next-steps", tenant_id=tenant_id, request_id=request_id
+        )
+        return _parse(NextSteps, response)
+
+    async def put_next_steps(self, tenant_id: str, body: NextStepsUpdate, *, request_id: str) -> NextSteps:
+        """Set the tenant's own next steps."""
+        response = await self._send(
+            "PUT",
+            "/internal/v1/next-steps",
+            tenant_id=tenant_id,
+            request_id=request_id,
+            json=body.model_dump(mode="json"),
+        )
+        return _parse(NextSteps, response)
 
     # -- issue 12: lesions and comparisons ---------------------------------------------------
 
+    async def create_lesion(self, tenant_id: str, body: LesionCreate, *, request_id: str) -> LesionView:
+        """A new lesion of a patient."""
+        response = await self._send(
+            "POST",
+            "/internal/v1/lesions",
+            tenant_id=tenant_id,
+            request_id=request_id,
+            json=body.model_dump(mode="json"),
+        )
+        return _parse(LesionView, response)
+
+    async def list_lesions(self, tenant_id: str, patient_ref: str, *, request_id: str) -> LesionList:
+        """A patient's lesions, oldest first."""
+        response = await self._send(
+            "GET",
+            "/internal/v1/lesions",
+            tenant_id=tenant_id,
+            request_id=request_id,
+            params={"patient_ref": patient_ref},
+        )
+        return _parse(LesionList, response)
+
+    async def get_lesion(self, tenant_id: str, lesion_id: str, *, request_id: str) -> LesionHistory:
+        """A lesion, its images and the changes between them."""
+        response = await self._send(
+            "GET", f"/internal/v1/lesions/{_seg(lesion_id)}", tenant_id=tenant_id, request_id=request_id
+        )
+        return _parse(LesionHistory, response)
+
+    async def compare_lesion_images(
+        self, tenant_id: str, lesion_id: str, from_job: str, to_job: str, *, request_id: str
+    ) -> LesionComparison:
+        """Two images of a lesion compared."""
+        response = await self._send(
+            "GET",
+            f"/internal/v1/lesions/{_seg(lesion_id)}/comparison",
+            tenant_id=tenant_id,
+            request_id=request_id,
+            params={"from_job": from_job, "to_job": to_job},
+        )
+        return _parse(LesionComparison, response)
+
     # -- issue 12: performance monitoring ----------------------------------------------------
+
+    async def get_monitoring(
+        self, tenant_id: str, params: Mapping[str, str], *, request_id: str
+    ) -> MonitoringView:
+        """The tenant's performance figures (`since`, `until`, `bucket` as query parameters)."""
+        response = await self._send(
+            "GET", "/internal/v1/monitoring", tenant_id=tenant_id, request_id=request_id, params=params
+        )
+        return _parse(MonitoringView, response)
 
     async def _blob(
         self, path: str, tenant_id: str, request_id: str, params: Mapping[str, str] | None = None

@@ -196,6 +196,13 @@ async def metadata_form(
         str | None,
         Form(description="the caller's own reference", json_schema_extra=_metadata_schema("client_ref")),
     ] = None,
+    lesion_id: Annotated[
+        str | None,
+        Form(
+            description="the lesion (`POST /v1/lesions`) this image shows; it must be the patient's",
+            json_schema_extra=_metadata_schema("lesion_id"),
+        ),
+    ] = None,
 ) -> ImageMetadata:
     """Optional clinical context sent as form fields, checked by `contracts.jobs.ImageMetadata`."""
     raw = {
@@ -204,6 +211,7 @@ async def metadata_form(
         "age": age,
         "sex": sex,
         "client_ref": client_ref,
+        "lesion_id": lesion_id,
     }
     try:
         return ImageMetadata.model_validate(raw)

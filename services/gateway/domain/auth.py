@@ -48,7 +48,9 @@ def key_digest(api_key: str) -> str:
 
 
 class ApiKeyCache:
-    """Positive verifications only, for `ttl_seconds`; a revoked key stays valid at most that long."""
+    """Positive verifications only, for `ttl_seconds`. A key revoked (or a user disabled) through
+    this gateway is forgotten at once; through another replica or the CLI it stays valid here at
+    most `ttl_seconds`."""
 
     def __init__(
         self,
@@ -82,3 +84,16 @@ class ApiKeyCache:
         self._entries.move_to_end(digest)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
+
+    def forget_key(self, key_id: str) -> None:
+        """Drop the cached verification of the key with this id (revoked: refused at once here)."""
+        self._forget(lambda principal: principal.key_id == key_id)
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop every cached key of this user (disabled: refused at once here)."""
+        self._forget(lambda principal: principal.user_id == user_id)
+
+    def _forget(self, matches: Callable[[Principal], bool]) -> None:
+        # A scan of at most `max_entries`: only an admin's revocation or disabling comes here.
+        for digest in [digest for digest, (_, principal) in self._entries.items() if matches(principal)]:
+            del self._entries[digest]

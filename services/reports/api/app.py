@@ -31,6 +31,7 @@ from services.reports.api.routes import (
 )
 from services.reports.config import Settings, get_settings
 from services.reports.db.engine import make_engine, make_sessionmaker
+from services.reports.db.reviews import NEXT_STEP_DEFAULTS_INFO
 from services.reports.dispatcher import Dispatcher
 from services.reports.sweeper import Sweeper
 
@@ -76,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(resolved.database_url)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        # Views made with the app's sessions (routes, the dispatcher) suggest these next steps.
+        app.state.sessionmaker.configure(info={NEXT_STEP_DEFAULTS_INFO: resolved.next_step_defaults})
         sweeper = start_sweeper(app.state.sessionmaker, resolved)
         app.state.dispatcher = start_dispatcher(app.state.sessionmaker, resolved)
         try:

@@ -172,6 +172,31 @@ def plan_job_finished(session: Session, jobs: Iterable[Job], now: datetime, retr
     return len(added)
 
 
+def plan_review_pushed(
+    session: Session, job: Job, version: int, now: datetime, retry_window: timedelta
+) -> bool:
+    """A clinician's review made the job's FHIR bundle final: where the tenant has a FHIR endpoint,
+    add one more push (the dispatcher builds the bundle when it sends, so it carries the latest
+    review) to the caller's transaction, once per review version. Returns whether one was added."""
+    if session.get(FhirEndpoint, job.tenant_id) is None:
+        return False
+    dedupe_key = f"fhir:{job.tenant_id}:{job.id}:review:{version}"
+    if _already_planned(session, [dedupe_key]):
+        return False
+    session.add(
+        _new_delivery(
+            tenant_id=job.tenant_id,
+            kind=DeliveryKind.fhir,
+            event=FHIR_PUSH_EVENT,
+            dedupe_key=dedupe_key,
+            now=now,
+            retry_window=retry_window,
+            job_id=job.id,
+        )
+    )
+    return True
+
+
 def _plan_batches_finished(
     session: Session,
     tenant_id: str,

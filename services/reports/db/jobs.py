@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contracts.jobs import UNQUEUED_ERROR_CODES, JobCreate, JobStatus
+from contracts.reviews import ReportSort, ReviewState
 from services.reports.db.batches import get_batch
 from services.reports.db.deliveries import plan_job_finished
-from services.reports.db.models import Job, Report
+from services.reports.db.lesions import lesion_for_job
+from services.reports.db.models import Job, Lesion, Report
 from services.reports.db.types import utc_now
 from services.reports.domain.errors import JobConflictError, JobNotFoundError
 from services.reports.domain.lifecycle import ENDED_STATUSES, RUNNABLE_STATUSES, may_mark_failed
-from services.reports.domain.listing import ReportFilters
+from services.reports.domain.listing import (
+    PRIORITY_REST,
+    PRIORITY_UNREVIEWED,
+    PRIORITY_UNREVIEWED_URGENT,
+    PriorityPosition,
+    ReportFilters,
+)
 
 
 def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
@@ -51,7 +59,7 @@ def create_job(session: Session, tenant_id: str, body: JobCreate, image: bytes) 
         return existing, False
     if body.batch_id is not None:
         get_batch(session, tenant_id, body.batch_id)
-    job = _new_job(tenant_id, body, image)
+    job = _new_job(tenant_id, body, image, lesion_for_job(session, tenant_id, body.metadata))
     session.add(job)
     try:
         session.commit()
@@ -74,7 +82,9 @@ def get_job_image(session: Session, tenant_id: str, job_id: str) -> tuple[bytes,
     return row.image, row.media_type
 
 
-def _new_job(tenant_id: str, body: JobCreate, image: bytes) -> Job:
+def _new_job(tenant_id: str, body: JobCreate, image: bytes, lesion: Lesion | None = None) -> Job:
+    """The job's row; one naming a lesion (checked by `lesion_for_job`) without a patient_ref
+    takes the lesion's."""
     meta = body.metadata
     return Job(
         id=body.job_id,
@@ -82,7 +92,8 @@ def _new_job(tenant_id: str, body: JobCreate, image: bytes) -> Job:
         batch_id=body.batch_id,
         idempotency_key=body.idempotency_key,
         status=JobStatus.queued.value,
-        patient_ref=meta.patient_ref,
+        patient_ref=lesion.patient_ref if lesion is not None else meta.patient_ref,
+        lesion_id=lesion.id if lesion is not None else None,
         body_site=meta.body_site,
         age=meta.age,
         sex=meta.sex,
@@ -113,7 +124,7 @@ def create_jobs(
         if existing is not None:
             results.append((existing, False))
             continue
-        job = _new_job(tenant_id, body, image)
+        job = _new_job(tenant_id, body, image, lesion_for_job(session, tenant_id, body.metadata))
         session.add(job)
         results.append((job, True))
     try:
@@ -232,30 +243,68 @@ def mark_failed(
     return job
 
 
+def _priority_group() -> ColumnElement[int]:
+    """`domain.listing.priority_group` in SQL (over jobs outer-joined to their reports)."""
+    awaiting = and_(Job.status == JobStatus.done.value, Report.review_state == ReviewState.unreviewed.value)
+    return case(
+        (and_(awaiting, Report.triage_level == "urgent"), PRIORITY_UNREVIEWED_URGENT),
+        (awaiting, PRIORITY_UNREVIEWED),
+        else_=PRIORITY_REST,
+    )
+
+
 def list_jobs(
     session: Session,
     tenant_id: str,
     filters: ReportFilters,
     limit: int,
-    after: tuple[datetime, str] | None = None,
+    after: tuple[datetime, str] | PriorityPosition | None = None,
+    sort: ReportSort = ReportSort.newest,
 ) -> list[Job]:
-    """Up to `limit` of the tenant's jobs, newest first, strictly after the cursor position."""
+    """Up to `limit` of the tenant's jobs in the `sort` order, strictly after the cursor position
+    (a (created_at, id) pair for `newest`, a PriorityPosition for `priority`)."""
     stmt = select(Job).where(Job.tenant_id == tenant_id)
     if filters.patient_ref is not None:
         stmt = stmt.where(Job.patient_ref == filters.patient_ref)
     if filters.status is not None:
         stmt = stmt.where(Job.status == filters.status.value)
-    if filters.triage_level is not None or filters.ood_decision is not None:
+    report_filtered = (
+        filters.triage_level is not None
+        or filters.ood_decision is not None
+        or filters.review_state is not None
+    )
+    if report_filtered:
         stmt = stmt.join(Report, Report.job_id == Job.id)
-        if filters.triage_level is not None:
-            stmt = stmt.where(Report.triage_level == filters.triage_level)
-        if filters.ood_decision is not None:
-            stmt = stmt.where(Report.ood_decision == filters.ood_decision.value)
+    elif sort == ReportSort.priority:
+        stmt = stmt.outerjoin(Report, Report.job_id == Job.id)
+    if filters.triage_level is not None:
+        stmt = stmt.where(Report.triage_level == filters.triage_level)
+    if filters.ood_decision is not None:
+        stmt = stmt.where(Report.ood_decision == filters.ood_decision.value)
+    if filters.review_state is not None:
+        stmt = stmt.where(Report.review_state == filters.review_state.value)
     if filters.since is not None:
         stmt = stmt.where(Job.created_at >= filters.since)
     if filters.until is not None:
         stmt = stmt.where(Job.created_at < filters.until)
-    if after is not None:
+    if sort == ReportSort.priority:
+        group = _priority_group()
+        if isinstance(after, PriorityPosition):
+            stmt = stmt.where(
+                or_(
+                    group > after.group,
+                    and_(
+                        group == after.group,
+                        or_(
+                            Job.created_at > after.created_at,
+                            and_(Job.created_at == after.created_at, Job.id > after.job_id),
+                        ),
+                    ),
+                )
+            )
+        stmt = stmt.order_by(group, Job.created_at, Job.id).limit(limit)
+        return list(session.scalars(stmt))
+    if isinstance(after, tuple):
         created_at, job_id = after
         stmt = stmt.where(
             or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id))

@@ -200,7 +200,7 @@ class Report(Base):
     completed_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utc_now)
     # Issue 12 (migration 0007). The latest review, denormalised for the worklist's filter and
     # order: review_state is contracts.reviews.ReviewState, review_version the latest version.
-    review_state: Mapped[str] = mapped_column(String(16), default="unreviewed", server_default="unreviewed")
+    review_state: Mapped[str] = mapped_column(String(24), default="unreviewed", server_default="unreviewed")
     review_version: Mapped[int | None] = mapped_column(Integer, default=None)
     reviewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     # The model's pooled embedding (float16, little-endian) and the segmented lesion's share of the

@@ -18,6 +18,7 @@ from services.reports.db.models import Job, Report
 from services.reports.db.types import utc_now
 from services.reports.domain.errors import HeatmapNotFoundError
 from services.reports.domain.lifecycle import FINAL_STATUSES
+from services.reports.domain.payloads import decode_embedding
 
 log = logging.getLogger("services.reports.reports")
 
@@ -40,6 +41,8 @@ def _apply(report: Report, body: ReportUpsert, heatmap: bytes | None) -> None:
     report.metadata_used = list(used) if used is not None else None
     names = prediction.class_display_names if prediction is not None else None
     report.class_display_names = dict(names) if names else None
+    malignant = prediction.malignant_classes if prediction is not None else None
+    report.malignant_classes = list(malignant) if malignant else None
     report.ood = body.ood.model_dump(mode="json") if body.ood is not None else None
     report.ood_decision = body.ood.decision.value if body.ood is not None else None
     report.model_name = body.model.name
@@ -48,6 +51,10 @@ def _apply(report: Report, body: ReportUpsert, heatmap: bytes | None) -> None:
     report.timings = dict(body.timings_ms)
     report.heatmap_png = heatmap
     report.heatmap_source = body.heatmap.model_dump(mode="json") if body.heatmap is not None else None
+    # Issue 12: for comparing a lesion's images (checked by payloads.check_comparison_fields).
+    embedding = body.embedding_f16_b64
+    report.embedding = decode_embedding(embedding) if embedding is not None else None
+    report.lesion_area_fraction = body.lesion_area_fraction
     report.completed_at = utc_now()
 
 

@@ -111,3 +111,69 @@ class DeliveryPendingError(DomainError):
     """A replay of a delivery that is still being tried."""
 
     code, status = "delivery.pending", 409
+
+
+# -- issue 12: users, API keys, the audit trail (people) -----------------------------------------
+
+
+class UserNotFoundError(DomainError):
+    """No such user in this tenant (another tenant's user is reported the same way)."""
+
+    code, status = "user.not_found", 404
+
+
+class UserExistsError(DomainError):
+    """The tenant already has a user with this name."""
+
+    code, status = "user.exists", 409
+
+
+class UserSelfError(DomainError):
+    """An admin tried to disable themselves (which could leave the tenant without an admin)."""
+
+    code, status = "user.self", 409
+
+
+class UserDisabledError(DomainError):
+    """A disabled user cannot be given a new API key."""
+
+    code, status = "user.disabled", 409
+
+
+class ApiKeyNotFoundError(DomainError):
+    """No such API key in this tenant."""
+
+    code, status = "api_key.not_found", 404
+
+
+class ApiKeySelfError(DomainError):
+    """An admin tried to revoke the key they are using (revoke it with another key)."""
+
+    code, status = "api_key.self", 409
+
+
+# -- issue 12: lesions ------------------------------------------------------------------------
+
+
+class LesionNotFoundError(DomainError):
+    """No such lesion for this tenant (another tenant's lesion is reported the same way)."""
+
+    code, status = "lesion.not_found", 404
+
+
+class LesionPatientMismatchError(DomainError):
+    """A job names a lesion of another patient than its own patient_ref."""
+
+    code, status = "lesion.patient_mismatch", 422
+
+
+class LesionJobMismatchError(DomainError):
+    """A comparison names a job of the tenant that is not an image of this lesion."""
+
+    code, status = "lesion.job_not_in_lesion", 422
+
+
+class LesionJobNotComparableError(DomainError):
+    """A comparison names a job that has no result to compare (not done: queued, rejected...)."""
+
+    code, status = "lesion.job_not_comparable", 409

@@ -4,6 +4,12 @@ The bundle holds a DiagnosticReport, its Observations (one per class probability
 the OOD/quality verdict, the conformal set), Media for the image and the heatmap, a Device for the
 model and a Provenance. Everything is derived from the job and the model, so building it twice
 gives the same JSON byte for byte, and a retried transaction POST creates nothing twice.
+
+Once a clinician has signed the result off (issue 12), the DiagnosticReport is `final`, names the
+clinician (`resultsInterpreter`, a Practitioner in the bundle) and concludes with the clinician's
+level; a second Provenance records the sign-off. In a transaction the signed DiagnosticReport is a
+conditional update (PUT on its identifier), so the final replaces the preliminary the EHR holds;
+the model's Observations stay as they were (preliminary: they are the model's output).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from urllib.parse import quote
 from contracts.jobs import DicomRef, JobStatus
 from contracts.ood import OodDecision, OodScoreResponse
 from contracts.reports import JobView, ModelRef, Prediction, ReportView
+from contracts.reviews import ReviewView
 
 JsonObject = dict[str, Any]
 BundleType = Literal["collection", "transaction"]
@@ -73,6 +80,9 @@ class _Entry:
     resource: JsonObject
     # The search query a transaction's conditional create uses ("identifier=system|value").
     if_none_exist: str
+    # A transaction replaces the resource the query finds (a conditional update) instead of
+    # creating it only when there is none: the signed-off DiagnosticReport.
+    replaces: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,10 +107,12 @@ def job_bundle(
     bundle_type: BundleType = "collection",
     identifier_system: str = "urn:skintriage:job",
     patient_identifier_system: str = "urn:skintriage:patient-ref",
+    practitioner_identifier_system: str = "urn:skintriage:user",
     generated_at: datetime,
 ) -> JsonObject:
     """The job's result as a FHIR R4 Bundle: a `collection` to read or archive, or a `transaction`
-    an EHR can be POSTed (every entry a conditional create, so a retried POST adds nothing).
+    an EHR can be POSTed (every entry a conditional create, so a retried POST adds nothing; once
+    signed off, the DiagnosticReport a conditional update, so the final replaces the preliminary).
     Raises BundleNotAvailableError when the job has no result yet (or failed)."""
     if bundle_type not in get_args(BundleType):
         raise ValueError(f"bundle_type must be one of {get_args(BundleType)}, not {bundle_type!r}")
@@ -145,12 +157,19 @@ def job_bundle(
         observations.append(_ood_observation(context, result.ood))
 
     media = [image_media, *heatmap_media]
+    # Only a triaged result can be signed off (reports refuses a review of a rejected image).
+    review = result.review if prediction is not None else None
+    practitioner = _practitioner_entry(review, practitioner_identifier_system) if review is not None else None
     report = _report_entry(context, result, prediction, observations, media, report_pdf)
+    if review is not None and practitioner is not None and prediction is not None:
+        report = _signed_off(report, result, prediction, review, practitioner)
     if job.dicom is not None:
         _link_dicom(job.dicom, report, image_media)
     # The model produced the report, the Observations and the heatmap; the image is its input.
     provenance = _provenance_entry(context, targets=[report, *observations, *heatmap_media])
     entries = [report, *observations, *media, device, provenance]
+    if review is not None and practitioner is not None:
+        entries += [practitioner, _review_provenance_entry(context, review, report, practitioner)]
     return {
         "resourceType": "Bundle",
         "identifier": {"system": identifier_system, "value": f"{job.job_id}/bundle"},
@@ -171,6 +190,14 @@ def _triaged_prediction(result: ReportView) -> Prediction | None:
 
 
 def _bundle_entry(entry: _Entry, bundle_type: BundleType) -> JsonObject:
+    if bundle_type == "transaction" and entry.replaces:
+        # A conditional update: the server replaces the resource its identifier finds (or creates
+        # it), and rewrites the URN the other entries use to that resource's id.
+        return {
+            "fullUrl": entry.full_url,
+            "resource": entry.resource,
+            "request": {"method": "PUT", "url": f"{entry.resource['resourceType']}?{entry.if_none_exist}"},
+        }
     if bundle_type == "transaction":
         # The server assigns ids on POST; the fullUrl URN is only a placeholder it rewrites.
         return {
@@ -538,6 +565,90 @@ def _report_entry(
         _full_url(f"{context.job_id}/diagnostic-report"),
         resource,
         f"identifier={_search_token(context.identifier_system, context.job_id)}",
+    )
+
+
+def _practitioner_entry(review: ReviewView, identifier_system: str) -> _Entry:
+    """The signing clinician, identified by their SkinTriage user id (one Practitioner per user:
+    the URN and the conditional create are keyed by the user, never by the job)."""
+    identifier = {"system": identifier_system, "value": review.reviewer.user_id}
+    return _Entry(
+        _full_url(f"practitioner/{review.reviewer.user_id}"),
+        {
+            "resourceType": "Practitioner",
+            "identifier": [identifier],
+            "active": True,
+            "name": [{"text": review.reviewer.name}],
+        },
+        f"identifier={_search_token(identifier_system, review.reviewer.user_id)}",
+    )
+
+
+def _diagnosis_words(code: str | None, text: str | None, display_name: str | None) -> str:
+    named = f"{display_name or code} ({code})" if code else ""
+    return "; ".join(part for part in (named, text) if part)
+
+
+def _review_conclusion(result: ReportView, prediction: Prediction, review: ReviewView) -> str:
+    clinician = TRIAGE_LEVEL_DISPLAY[review.triage_level]
+    model = TRIAGE_LEVEL_DISPLAY[_triage_level(result, prediction)]
+    stance = "confirming the model's level" if review.agrees_with_model else f"overriding the model's {model}"
+    parts = [
+        f"Signed off by {review.reviewer.name} on {_instant(review.created_at)} (review version "
+        f"{review.version}): triage level {clinician}, {stance}."
+    ]
+    if review.working_diagnosis is not None:
+        working = review.working_diagnosis
+        parts.append(
+            f"Working diagnosis: {_diagnosis_words(working.code, working.text, working.display_name)}."
+        )
+    if review.confirmed_diagnosis is not None:
+        confirmed = review.confirmed_diagnosis
+        words = _diagnosis_words(confirmed.code, confirmed.text, confirmed.display_name)
+        nature = "malignant" if confirmed.malignant else "not malignant"
+        parts.append(
+            f"Confirmed diagnosis: {words} ({nature}; basis: {confirmed.basis.value.replace('_', ' ')})."
+        )
+    if review.note and review.note.strip():
+        parts.append(f"Note: {review.note.strip()}")
+    parts.append(f"Model result: {_conclusion(result, prediction)}")
+    return " ".join(parts)
+
+
+def _signed_off(
+    report: _Entry, result: ReportView, prediction: Prediction, review: ReviewView, practitioner: _Entry
+) -> _Entry:
+    """The DiagnosticReport once a clinician signed it off: final, interpreted by the clinician,
+    concluding with the clinician's level; a conditional update in a transaction."""
+    resource = dict(report.resource)
+    resource["resultsInterpreter"] = [{"reference": practitioner.full_url}]
+    resource["status"] = "final"
+    resource["conclusion"] = _review_conclusion(result, prediction, review)
+    resource["conclusionCode"] = [_triage_concept(review.triage_level)]
+    return _Entry(report.full_url, resource, report.if_none_exist, replaces=True)
+
+
+def _review_provenance_entry(
+    context: _Context, review: ReviewView, report: _Entry, practitioner: _Entry
+) -> _Entry:
+    """Who signed the report off and when, one Provenance per review version (tagged like the
+    model's Provenance, so a retried transaction creates it once)."""
+    tag = _coding(context.identifier_system, f"{context.job_id}/review/{review.version}/provenance")
+    return _Entry(
+        _full_url(f"{context.job_id}/review/{review.version}/provenance"),
+        {
+            "resourceType": "Provenance",
+            "meta": {"tag": [tag]},
+            "target": [{"reference": report.full_url}],
+            "recorded": _instant(review.created_at),
+            "agent": [
+                {
+                    "type": _concept(_coding(PROVENANCE_PARTICIPANT_TYPE, "verifier", "Verifier")),
+                    "who": {"reference": practitioner.full_url},
+                }
+            ],
+        },
+        f"_tag={_search_token(tag['system'], tag['code'])}",
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
 
 from contracts.jobs import StoredImage
 from contracts.reports import HeatmapSource, ReportUpsert
@@ -61,6 +62,7 @@ def check_report(report: ReportUpsert) -> bytes | None:
             )
     if report.heatmap is not None:
         check_heatmap_source(report.heatmap)
+    check_comparison_fields(report)
     if report.heatmap_png_b64 is None:
         return None
     try:
@@ -70,3 +72,37 @@ def check_report(report: ReportUpsert) -> bytes | None:
     if not heatmap.startswith(PNG_SIGNATURE):
         raise ReportInvalidError("heatmap is not a PNG")
     return heatmap
+
+
+# Issue 12: a pooled embedding has at least this many and at most this many values (float16).
+MIN_EMBEDDING_VALUES = 8
+MAX_EMBEDDING_VALUES = 6144
+
+
+def decode_embedding(data_b64: str) -> bytes:
+    """The embedding's float16 bytes (little-endian), checked for a sane length; ReportInvalidError
+    otherwise."""
+    try:
+        raw = _b64decode(data_b64)
+    except (binascii.Error, ValueError) as exc:
+        raise ReportInvalidError("embedding is not valid base64") from exc
+    values, odd = divmod(len(raw), 2)
+    if odd or not MIN_EMBEDDING_VALUES <= values <= MAX_EMBEDDING_VALUES:
+        raise ReportInvalidError(
+            "embedding must be float16 values of a sane count",
+            details={
+                "bytes": len(raw),
+                "min_values": MIN_EMBEDDING_VALUES,
+                "max_values": MAX_EMBEDDING_VALUES,
+            },
+        )
+    return raw
+
+
+def check_comparison_fields(report: ReportUpsert) -> None:
+    """Reject an embedding or lesion area that a comparison could not use."""
+    if report.embedding_f16_b64 is not None:
+        decode_embedding(report.embedding_f16_b64)
+    area = report.lesion_area_fraction
+    if area is not None and not (math.isfinite(area) and 0.0 <= area <= 1.0):
+        raise ReportInvalidError("lesion_area_fraction must be in [0, 1]")

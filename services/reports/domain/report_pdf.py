@@ -205,6 +205,7 @@ def _story(
     prediction = report.prediction
     if report.status == JobStatus.done and prediction is not None:
         story += _triage_section(prediction, styles, width)
+        story += _review_section(report, styles)
     else:
         story += _not_triaged_section(report, styles)
     story += _ood_section(report.ood, styles)
@@ -397,6 +398,60 @@ def _triage_section(prediction: Prediction, styles: _Styles, width: float) -> li
             styles.body,
         ),
     ]
+
+
+def _review_section(report: ReportView, styles: _Styles) -> list[Flowable]:
+    """The clinician's sign-off (or that there is none yet) and the suggested next step."""
+    review = report.review
+    flowables: list[Flowable] = [Paragraph("Clinician's review", styles.heading)]
+    if review is None:
+        flowables.append(
+            Paragraph("Not yet reviewed: the triage level above is the model's alone.", styles.body)
+        )
+    else:
+        stance = (
+            "confirming the model's level"
+            if review.agrees_with_model
+            else f"overriding the model's level ({review.model_triage_level.capitalize()})"
+        )
+        flowables.append(
+            Paragraph(
+                f"Signed off by <b>{escape(review.reviewer.name)}</b> on {_utc_text(review.created_at)} "
+                f"(version {review.version}): <b>{escape(review.triage_level.capitalize())}</b>, {stance}.",
+                styles.body,
+            )
+        )
+        if review.working_diagnosis is not None:
+            working = review.working_diagnosis
+            words = _diagnosis_text(working.code, working.text, working.display_name)
+            flowables.append(Paragraph(f"Working diagnosis: {escape(words)}", styles.body))
+        if review.confirmed_diagnosis is not None:
+            confirmed = review.confirmed_diagnosis
+            nature = "malignant" if confirmed.malignant else "not malignant"
+            words = _diagnosis_text(confirmed.code, confirmed.text, confirmed.display_name)
+            basis = confirmed.basis.value.replace("_", " ")
+            flowables.append(
+                Paragraph(
+                    f"Confirmed diagnosis: {escape(words)} ({nature}; basis: {escape(basis)})", styles.body
+                )
+            )
+        if review.note:
+            flowables.append(Paragraph(f"Note: {escape(review.note)}", styles.body))
+    if report.next_step is not None:
+        whose = "the clinician's" if review is not None else "the model's"
+        flowables.append(
+            Paragraph(
+                f"Suggested next step ({escape(report.next_step.triage_level.capitalize())}, {whose} level): "
+                f"<b>{escape(report.next_step.text)}</b>",
+                styles.body,
+            )
+        )
+    return flowables
+
+
+def _diagnosis_text(code: str | None, text: str | None, display_name: str | None) -> str:
+    named = f"{display_name or code} ({code})" if code else ""
+    return "; ".join(part for part in (named, text) if part)
 
 
 def _probability_table(prediction: Prediction, styles: _Styles, width: float) -> Table:

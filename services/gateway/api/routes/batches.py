@@ -63,7 +63,8 @@ router = APIRouter(tags=["batches"])
         },
         # 400 `request.malformed` (multipart that does not parse); 413 too many files, entries or
         # bytes; 422 no file, both `files` and `archive`, no acceptable image, a corrupt zip.
-        **api_key_route(400, 413, 422, 429),
+        # (issue 12) 404 `lesion.not_found` when every image names a lesion the tenant lacks.
+        **api_key_route(400, 404, 413, 422, 429),
     },
     # Exactly one of `files` and `archive` (the route answers 422 `request.invalid` to both, and
     # 422 `batch.empty` to neither).

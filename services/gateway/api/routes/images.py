@@ -63,8 +63,9 @@ _HEADERS = {
             "headers": _HEADERS,
         },
         # 400 `image.empty`, `request.malformed` (multipart that does not parse); 413 the file or
-        # its pixels; 415 not a still JPEG/PNG/WebP in a supported mode; 429 the tenant's rate.
-        **api_key_route(400, 413, 415, 429),
+        # its pixels; 415 not a still JPEG/PNG/WebP in a supported mode; 429 the tenant's rate;
+        # (issue 12) 404 `lesion.not_found`, 422 `lesion.patient_mismatch` for the `lesion_id` field.
+        **api_key_route(400, 404, 413, 415, 429),
     },
 )
 async def submit_image(

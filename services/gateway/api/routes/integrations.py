@@ -18,7 +18,14 @@ from contracts.integrations import (
     WebhookList,
     WebhookSecret,
 )
-from services.gateway.api.deps import ID_PATTERN, ContextDep, JobIdPath, PrincipalDep, RequestIdDep
+from services.gateway.api.deps import (
+    ID_PATTERN,
+    ContextDep,
+    IntegrationManagerDep,
+    JobIdPath,
+    PrincipalDep,
+    RequestIdDep,
+)
 from services.gateway.api.responses import PRIVATE_HEADERS, api_key_route
 
 router = APIRouter(tags=["integrations"])
@@ -100,10 +107,13 @@ async def get_job_deliveries(
     summary="Send a failed (or delivered) delivery again",
     description="Same webhook id and body (receivers deduplicate on `webhook-id`), a fresh retry "
     "window. 409 `delivery.pending` while the delivery is still being tried.",
-    responses=api_key_route(404, 409),
+    responses=api_key_route(403, 404, 409),
 )
 async def replay_delivery(
-    delivery_id: DeliveryIdPath, context: ContextDep, principal: PrincipalDep, request_id: RequestIdDep
+    delivery_id: DeliveryIdPath,
+    context: ContextDep,
+    principal: IntegrationManagerDep,
+    request_id: RequestIdDep,
 ) -> DeliveryView:
     """The delivery, pending again."""
     return await context.reports.replay_delivery(principal.tenant_id, delivery_id, request_id=request_id)
@@ -119,10 +129,10 @@ async def replay_delivery(
     "`webhook-signature`: HMAC-SHA256 with the `whsec_` secret), retried with backoff. The URL must be "
     "https with a host name or IP literal and no credentials (422 `request.invalid` otherwise).",
     # 400 `request.malformed`: a body that is not JSON.
-    responses=api_key_route(400),
+    responses=api_key_route(400, 403),
 )
 async def add_webhook(
-    body: WebhookCreate, context: ContextDep, principal: PrincipalDep, request_id: RequestIdDep
+    body: WebhookCreate, context: ContextDep, principal: IntegrationManagerDep, request_id: RequestIdDep
 ) -> WebhookCreated:
     """The new endpoint and its secret."""
     return await context.reports.create_webhook(principal.tenant_id, body, request_id=request_id)
@@ -132,10 +142,10 @@ async def add_webhook(
     "/v1/webhooks",
     response_model=WebhookList,
     summary="The tenant's webhook endpoints",
-    responses=api_key_route(),
+    responses=api_key_route(403),
 )
 async def list_webhooks(
-    context: ContextDep, principal: PrincipalDep, request_id: RequestIdDep
+    context: ContextDep, principal: IntegrationManagerDep, request_id: RequestIdDep
 ) -> WebhookList:
     """Endpoints, oldest first (secrets are never listed)."""
     return await context.reports.list_webhooks(principal.tenant_id, request_id=request_id)
@@ -146,10 +156,10 @@ async def list_webhooks(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Remove a webhook endpoint",
-    responses=api_key_route(404),
+    responses=api_key_route(403, 404),
 )
 async def remove_webhook(
-    webhook_id: WebhookIdPath, context: ContextDep, principal: PrincipalDep, request_id: RequestIdDep
+    webhook_id: WebhookIdPath, context: ContextDep, principal: IntegrationManagerDep, request_id: RequestIdDep
 ) -> Response:
     """Nothing more is delivered to it."""
     await context.reports.remove_webhook(principal.tenant_id, webhook_id, request_id=request_id)
@@ -162,10 +172,10 @@ async def remove_webhook(
     summary="Rotate a webhook's signing secret",
     description="The new secret is shown once. Until `previous_secret_expires_at`, deliveries carry a "
     "signature with each secret, so a receiver can switch at its own pace.",
-    responses=api_key_route(404),
+    responses=api_key_route(403, 404),
 )
 async def rotate_webhook_secret(
-    webhook_id: WebhookIdPath, context: ContextDep, principal: PrincipalDep, request_id: RequestIdDep
+    webhook_id: WebhookIdPath, context: ContextDep, principal: IntegrationManagerDep, request_id: RequestIdDep
 ) -> WebhookSecret:
     """The new secret."""
     return await context.reports.rotate_webhook_secret(principal.tenant_id, webhook_id, request_id=request_id)
@@ -175,12 +185,12 @@ async def rotate_webhook_secret(
     "/v1/webhooks/{webhook_id}/deliveries",
     response_model=DeliveryList,
     summary="A webhook endpoint's delivery log, newest first",
-    responses=api_key_route(404),
+    responses=api_key_route(403, 404),
 )
 async def list_webhook_deliveries(
     webhook_id: WebhookIdPath,
     context: ContextDep,
-    principal: PrincipalDep,
+    principal: IntegrationManagerDep,
     request_id: RequestIdDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> DeliveryList:
@@ -199,12 +209,12 @@ async def list_webhook_deliveries(
     "assertion signed RS384 or ES384). SkinTriage makes the key pair: register the answered `jwks` "
     "with the authorisation server. 201 the first time, 200 after; `rotate_key` makes a new pair.",
     # 400 `request.malformed`: a body that is not JSON.
-    responses={201: {"model": FhirEndpointView, "description": "Created"}, **api_key_route(400)},
+    responses={201: {"model": FhirEndpointView, "description": "Created"}, **api_key_route(400, 403)},
 )
 async def put_fhir_endpoint(
     body: FhirEndpointConfig,
     context: ContextDep,
-    principal: PrincipalDep,
+    principal: IntegrationManagerDep,
     request_id: RequestIdDep,
     response: Response,
 ) -> FhirEndpointView:
@@ -219,10 +229,10 @@ async def put_fhir_endpoint(
     "/v1/fhir-endpoint",
     response_model=FhirEndpointView,
     summary="The FHIR server results are pushed to, and the public JWKS",
-    responses=api_key_route(404),
+    responses=api_key_route(403, 404),
 )
 async def get_fhir_endpoint(
-    context: ContextDep, principal: PrincipalDep, request_id: RequestIdDep
+    context: ContextDep, principal: IntegrationManagerDep, request_id: RequestIdDep
 ) -> FhirEndpointView:
     """404 `fhir_endpoint.not_found` when none is set."""
     return await context.reports.get_fhir_endpoint(principal.tenant_id, request_id=request_id)
@@ -233,10 +243,10 @@ async def get_fhir_endpoint(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Stop pushing results to the FHIR server",
-    responses=api_key_route(404),
+    responses=api_key_route(403, 404),
 )
 async def remove_fhir_endpoint(
-    context: ContextDep, principal: PrincipalDep, request_id: RequestIdDep
+    context: ContextDep, principal: IntegrationManagerDep, request_id: RequestIdDep
 ) -> Response:
     """Pending pushes fail `fhir_endpoint.removed`."""
     await context.reports.remove_fhir_endpoint(principal.tenant_id, request_id=request_id)

@@ -84,17 +84,31 @@ export async function getBlobUrl(path, options) {
   return URL.createObjectURL(blob);
 }
 
-/** Check a key before keeping it: one tiny list call. */
-export async function verifyKey(key) {
-  await request("/v1/reports?limit=1", { key });
+/** Who a key belongs to (GET /v1/me): checks the key before it is kept, and gives the role. */
+export function getMe(key) {
+  return getJson("/v1/me", key === undefined ? {} : { key });
+}
+
+/** A query string of the set parameters (empty values are left out). */
+function query(params) {
+  const search = new URLSearchParams();
+  for (const [name, value] of Object.entries(params || {})) {
+    if (value !== undefined && value !== null && value !== "") search.set(name, String(value));
+  }
+  const text = search.toString();
+  return text ? `?${text}` : "";
+}
+
+function sendJson(path, method, payload) {
+  return getJson(path, {
+    method,
+    body: JSON.stringify(payload),
+    headers: { "Content-Type": "application/json" },
+  });
 }
 
 export function listReports(params, signal) {
-  const query = new URLSearchParams();
-  for (const [name, value] of Object.entries(params)) {
-    if (value !== undefined && value !== null && value !== "") query.set(name, String(value));
-  }
-  return getJson(`/v1/reports?${query}`, { signal });
+  return getJson(`/v1/reports${query(params)}`, { signal });
 }
 
 export function getJob(jobId) {
@@ -123,4 +137,58 @@ function appendFields(form, fields) {
   for (const [name, value] of Object.entries(fields)) {
     if (value !== undefined && value !== null && String(value).trim() !== "") form.append(name, String(value).trim());
   }
+}
+
+// -- Reviews (issue 12): the versioned sign-off of a result.
+
+export function listReviews(jobId) {
+  return getJson(`/v1/jobs/${encodeURIComponent(jobId)}/reviews`);
+}
+
+export function createReview(jobId, review) {
+  return sendJson(`/v1/jobs/${encodeURIComponent(jobId)}/reviews`, "POST", review);
+}
+
+// -- Lesions (issue 12): one lesion's images over time, and a patient's lesions.
+
+export function getLesion(lesionId) {
+  return getJson(`/v1/lesions/${encodeURIComponent(lesionId)}`);
+}
+
+export function listLesions(patientRef) {
+  return getJson(`/v1/lesions${query({ patient_ref: patientRef })}`);
+}
+
+// -- Administration (issue 12): monitoring, the audit trail, users and keys (admins only).
+
+export function getMonitoring(params) {
+  return getJson(`/v1/monitoring${query(params)}`);
+}
+
+export function listAudit(params) {
+  return getJson(`/v1/audit${query(params)}`);
+}
+
+export function listUsers() {
+  return getJson("/v1/users");
+}
+
+export function createUser(name, role) {
+  return sendJson("/v1/users", "POST", { name, role });
+}
+
+export function disableUser(userId) {
+  return getJson(`/v1/users/${encodeURIComponent(userId)}/disable`, { method: "POST" });
+}
+
+export function listKeys() {
+  return getJson("/v1/api-keys");
+}
+
+export function createKey(userId, expiresInDays) {
+  return sendJson(`/v1/users/${encodeURIComponent(userId)}/api-keys`, "POST", { expires_in_days: expiresInDays });
+}
+
+export async function revokeKey(keyId) {
+  await request(`/v1/api-keys/${encodeURIComponent(keyId)}`, { method: "DELETE" });
 }

@@ -1,7 +1,10 @@
-// One job's report: image with heatmap overlay, probabilities, triage, conformal set, verdict.
+// One job's report: image with heatmap overlay, probabilities, triage, conformal set, verdict,
+// the suggested next step, the lesion it belongs to, and the clinician review (review.js).
 
 import { getBlobUrl, getJob } from "./api.js";
 import { $, el, fill, formatTime, percent, showError, hideError } from "./dom.js";
+import { className } from "./labels.js";
+import { renderReview, resetReview } from "./review.js";
 
 const POLL_MS = 2000;
 const FINISHED = new Set(["done", "rejected", "failed"]);
@@ -57,18 +60,19 @@ function renderProbabilities(prediction) {
     return;
   }
   const entries = Object.entries(prediction.probabilities).sort((a, b) => b[1] - a[1]);
-  bars.replaceChildren(...entries.map(([name, p]) => {
+  bars.replaceChildren(...entries.map(([code, p]) => {
     const fill = el("span", { class: "fill" });
     fill.style.setProperty("width", `${Math.max(0, Math.min(1, p)) * 100}%`);
-    const inSet = prediction.conformal_set.includes(name);
+    const inSet = prediction.conformal_set.includes(code);
+    const name = className(prediction, code);
     return el("div", {
-      class: `prob-bar${name === prediction.top_class ? " top" : ""}${inSet ? " in-set" : ""}`,
+      class: `prob-bar${code === prediction.top_class ? " top" : ""}${inSet ? " in-set" : ""}`,
       "data-testid": "prob-bar",
-      "data-class": name,
+      "data-class": code,
       role: "img",
       "aria-label": `${name} ${percent(p)}`,
     }, [
-      el("span", { class: "name" }, name),
+      el("span", { class: "name", title: name }, name),
       el("span", { class: "track" }, [fill]),
       el("span", { class: "pct" }, percent(p)),
     ]);
@@ -83,7 +87,7 @@ function renderConformal(prediction) {
   }
   node.replaceChildren(
     el("h3", {}, "Plausible conditions"),
-    el("ul", { class: "chips" }, prediction.conformal_set.map((name) => el("li", {}, name))),
+    el("ul", { class: "chips" }, prediction.conformal_set.map((code) => el("li", { "data-class": code }, className(prediction, code)))),
     el("p", { class: "muted" }, `Conformal set at ${percent(prediction.conformal_coverage)} coverage`),
   );
 }
@@ -112,6 +116,49 @@ function renderVerdict(job) {
     ood.reasons && ood.reasons.length ? el("ul", { class: "reasons" }, ood.reasons.map((r) => el("li", {}, r))) : null,
     scores.length ? el("details", {}, [el("summary", {}, "Scores"), el("ul", { class: "scores" }, scores)]) : null,
   );
+}
+
+/** The suggested next step (for the clinician's level once signed off, else the model's). */
+function renderNextStep(job) {
+  const node = $("#report-next-step");
+  const step = job.result && job.result.next_step;
+  if (!step) {
+    node.hidden = true;
+    node.replaceChildren();
+    return;
+  }
+  const signed = job.result.review_state && job.result.review_state !== "unreviewed";
+  node.dataset.triage = step.triage_level;
+  node.replaceChildren(
+    el("h3", {}, "Suggested next step"),
+    el("p", { class: "step-text" }, step.text),
+    el("p", { class: "muted" }, `For ${signed ? "the clinician's" : "the model's"} triage level: ${step.triage_level}`),
+  );
+  node.hidden = false;
+}
+
+/** A link to the lesion this image belongs to (and to the patient's body map). */
+function renderLesionLink(job) {
+  const node = $("#report-lesion");
+  const meta = job.metadata || {};
+  if (!meta.lesion_id) {
+    node.hidden = true;
+    node.replaceChildren();
+    return;
+  }
+  fill(
+    node,
+    el("h3", {}, "Lesion"),
+    el("p", {}, [
+      el("a", { href: `#/lesions/${encodeURIComponent(meta.lesion_id)}`, "data-testid": "report-lesion-link" },
+        "Open this lesion's timeline"),
+    ]),
+    meta.patient_ref ? el("p", {}, [
+      el("a", { href: `#/patients/${encodeURIComponent(meta.patient_ref)}`, "data-testid": "report-patient-link" },
+        "Patient's body map"),
+    ]) : null,
+  );
+  node.hidden = false;
 }
 
 const CLINICAL_LABELS = { age: "age", sex: "sex", body_site: "body site" };
@@ -191,6 +238,9 @@ async function load(jobId, generation) {
     renderProbabilities(job.result && job.result.prediction);
     renderConformal(job.result && job.result.prediction);
     renderMeta(job);
+    renderNextStep(job);
+    renderLesionLink(job);
+    renderReview(job, () => reloadReport(generation));
     await loadImages(job, generation);
     if (!FINISHED.has(job.status) && generation === state.generation) {
       state.poll = setTimeout(() => load(jobId, generation), POLL_MS);
@@ -200,8 +250,16 @@ async function load(jobId, generation) {
   }
 }
 
+/** Fetch the job again after a review was added (images stay as they are). */
+function reloadReport(generation) {
+  if (generation !== state.generation || !state.jobId) return;
+  clearTimeout(state.poll);
+  load(state.jobId, generation);
+}
+
 function reset() {
   state.generation += 1;
+  resetReview();
   clearTimeout(state.poll);
   revokeUrls();
   for (const id of ["#report-image", "#report-heatmap"]) {
@@ -214,6 +272,10 @@ function reset() {
   hideError($("#report-error"));
   for (const id of ["#report-triage", "#report-verdict", "#report-probabilities", "#report-conformal", "#report-model", "#report-timestamps"]) {
     $(id).replaceChildren();
+  }
+  for (const id of ["#report-next-step", "#report-lesion"]) {
+    $(id).replaceChildren();
+    $(id).hidden = true;
   }
   $("#report-status").textContent = "Loading…";
   $("#report-disclaimer").textContent = DEFAULT_DISCLAIMER;

@@ -1,10 +1,16 @@
-// The worklist: GET /v1/reports, newest first, filtered, cursor-paged, refreshed every ~3 s.
+// The worklist: GET /v1/reports in priority order (unreviewed urgent first, then the longest
+// waiting) or newest first, filtered, cursor-paged, refreshed every ~3 s.
 
 import { ApiError, listReports } from "./api.js";
 import { $, el, formatTime, percent, showError, hideError } from "./dom.js";
+import { className, reviewStateText } from "./labels.js";
 
 const REFRESH_MS = 3000;
 const PAGE_SIZE = 25;
+const ORDER_HELP = {
+  priority: "Unreviewed urgent results first, then the longest waiting.",
+  newest: "Newest first.",
+};
 
 const state = {
   cursors: [null], // cursor of each page seen; the last one is the current page
@@ -24,6 +30,8 @@ function dayStart(value, plusDays = 0) {
 
 function filters() {
   return {
+    sort: $("#filter-sort").value,
+    review_state: $("#filter-review").value,
     triage_level: $("#filter-triage").value,
     ood_decision: $("#filter-verdict").value,
     status: $("#filter-status").value,
@@ -44,11 +52,34 @@ function verdictOf(job) {
   return ood ? ood.decision : "";
 }
 
+/** The review cell: the state, and the clinician's level once signed off. */
+function reviewCell(job) {
+  const result = job.result;
+  if (!result || job.status !== "done") return el("td", { "data-testid": "row-review" }, "—");
+  const state = result.review_state || "unreviewed";
+  const review = result.review;
+  return el("td", { "data-testid": "row-review" }, [
+    el("span", {
+      class: `pill review-pill review-${state}`,
+      title: review ? `${review.triage_level}, by ${review.reviewer.name}` : null,
+    }, reviewStateText(state)),
+    // The clinician's level; phones show the state only (the report has the rest).
+    review ? el("span", { class: "review-level opt-inline" }, ` ${review.triage_level}`) : null,
+  ]);
+}
+
+function topClassText(prediction) {
+  if (!prediction) return "—";
+  const code = prediction.top_class;
+  return `${className(prediction, code)} (${percent(prediction.probabilities[code])})`;
+}
+
 function row(job) {
   const triage = triageOf(job);
   const prediction = job.result && job.result.prediction;
   const meta = job.metadata || {};
   const label = triage || job.status;
+  const reviewState = (job.result && job.status === "done" && job.result.review_state) || "";
   const tr = el("tr", {
     class: `row triage-${triage || "none"} status-${job.status}`,
     tabindex: "0",
@@ -56,14 +87,16 @@ function row(job) {
     "data-job-id": job.job_id,
     "data-triage": triage,
     "data-status": job.status,
-    "aria-label": `${label} job created ${formatTime(job.created_at)}`,
+    "data-review-state": reviewState,
+    "aria-label": `${label} job created ${formatTime(job.created_at)}${reviewState ? `, ${reviewStateText(reviewState)}` : ""}`,
   }, [
     el("td", {}, [el("time", { datetime: job.created_at }, formatTime(job.created_at))]),
     el("td", {}, [el("span", { class: `pill pill-${triage || job.status}`, "data-testid": "row-triage" }, label)]),
     el("td", { class: "patient" }, meta.patient_ref || "—"),
     el("td", { class: "opt" }, meta.body_site || "—"),
-    el("td", { class: "opt" }, prediction ? `${prediction.top_class} (${percent(prediction.probabilities[prediction.top_class])})` : "—"),
-    el("td", { "data-testid": "row-verdict" }, verdictOf(job) || (job.error_code ? job.error_code : "—")),
+    el("td", { class: "opt" }, topClassText(prediction)),
+    reviewCell(job),
+    el("td", { class: "opt", "data-testid": "row-verdict" }, verdictOf(job) || (job.error_code ? job.error_code : "—")),
     el("td", { class: "opt" }, job.status),
   ]);
   tr.addEventListener("click", () => state.onOpen(job.job_id));
@@ -95,7 +128,8 @@ function render(page) {
 
 /** Fetch the current page now (and keep refreshing). */
 export async function refresh() {
-  if (!state.running) return;
+  // Paused while another page (a lesion, the admin page) replaces the worklist.
+  if (!state.running || $("#app").hidden) return;
   if (state.controller) state.controller.abort();
   const controller = new AbortController();
   state.controller = controller;
@@ -118,6 +152,7 @@ export async function refresh() {
 
 function restartFromFirstPage() {
   state.cursors = [null];
+  $("#worklist-order").textContent = ORDER_HELP[$("#filter-sort").value] || "";
   refresh();
 }
 
@@ -141,7 +176,7 @@ export function stopWorklist() {
 }
 
 export function initWorklist() {
-  for (const id of ["#filter-triage", "#filter-verdict", "#filter-status", "#filter-from", "#filter-to"]) {
+  for (const id of ["#filter-sort", "#filter-review", "#filter-triage", "#filter-verdict", "#filter-status", "#filter-from", "#filter-to"]) {
     $(id).addEventListener("change", restartFromFirstPage);
   }
   let typing = null;

@@ -21,12 +21,14 @@ from contracts.integrations import (
 )
 from services.reports.api.deps import (
     NO_STORE,
+    ActorDep,
     SessionDep,
     SettingsDep,
     TenantDep,
     internal_router,
     wake_dispatcher,
 )
+from services.reports.db.audit import record_read
 from services.reports.db.deliveries import delivery_view, list_for_job, list_for_webhook, replay
 from services.reports.db.integrations import (
     create_webhook,
@@ -55,18 +57,27 @@ def read_job_fhir(
     tenant: TenantDep,
     session: SessionDep,
     settings: SettingsDep,
+    actor: ActorDep,
     bundle_type: Annotated[Literal["collection", "transaction"], Query(alias="type")] = "collection",
 ) -> Response:
-    """The finished job as a FHIR R4 Bundle; 409 job.not_finished before it has a result."""
+    """The finished job as a FHIR R4 Bundle; 409 job.not_finished before it has a result. A
+    user's read is audited (`fhir.read`)."""
     document = load_job_document(session, tenant, job_id)
     bundle = fhir_bundle_json(document, settings, bundle_type, utc_now())
+    record_read(
+        session, tenant_id=tenant, actor=actor, action="fhir.read", resource_type="job", resource_id=job_id
+    )
     return Response(content=bundle, media_type=FHIR_JSON_MEDIA_TYPE, headers=NO_STORE)
 
 
 @router.get("/internal/v1/jobs/{job_id}/report.pdf", response_class=Response)
-def read_job_pdf(job_id: Id, tenant: TenantDep, session: SessionDep) -> Response:
-    """The printable report; 409 job.not_finished before the job has a result."""
+def read_job_pdf(job_id: Id, tenant: TenantDep, session: SessionDep, actor: ActorDep) -> Response:
+    """The printable report; 409 job.not_finished before the job has a result. A user's read is
+    audited (`pdf.read`)."""
     pdf = report_pdf(load_job_document(session, tenant, job_id), utc_now())
+    record_read(
+        session, tenant_id=tenant, actor=actor, action="pdf.read", resource_type="job", resource_id=job_id
+    )
     return Response(content=pdf, media_type="application/pdf", headers=NO_STORE)
 
 

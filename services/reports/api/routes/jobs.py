@@ -24,6 +24,7 @@ from services.common.request_context import seconds_waiting
 from services.reports.api.checks import check_job_id, check_lengths, check_tenant
 from services.reports.api.deps import (
     NO_STORE,
+    ActorDep,
     SessionDep,
     SettingsDep,
     TenantDep,
@@ -31,6 +32,7 @@ from services.reports.api.deps import (
     wake_dispatcher,
 )
 from services.reports.api.views import job_view
+from services.reports.db.audit import record_read
 from services.reports.db.jobs import (
     create_job,
     create_jobs,
@@ -145,9 +147,20 @@ def register_jobs(
 
 
 @router.get("/internal/v1/jobs/{job_id}")
-def read_job(job_id: JobId, tenant: TenantDep, session: SessionDep) -> JobView:
-    """A job with its result when finished; 404 job.not_found for another tenant's job."""
-    return job_view(get_job(session, tenant, job_id))
+def read_job(job_id: JobId, tenant: TenantDep, session: SessionDep, actor: ActorDep) -> JobView:
+    """A job with its result when finished; 404 job.not_found for another tenant's job. A user's
+    read of a result is audited (`report.read`)."""
+    view = job_view(get_job(session, tenant, job_id))
+    if view.result is not None:
+        record_read(
+            session,
+            tenant_id=tenant,
+            actor=actor,
+            action="report.read",
+            resource_type="job",
+            resource_id=job_id,
+        )
+    return view
 
 
 @router.get(
@@ -155,9 +168,12 @@ def read_job(job_id: JobId, tenant: TenantDep, session: SessionDep) -> JobView:
     response_class=Response,
     responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
 )
-def read_job_image(job_id: JobId, tenant: TenantDep, session: SessionDep) -> Response:
-    """The stored (stripped, re-encoded) image."""
+def read_job_image(job_id: JobId, tenant: TenantDep, session: SessionDep, actor: ActorDep) -> Response:
+    """The stored (stripped, re-encoded) image; a user's read is audited (`image.read`)."""
     data, media_type = get_job_image(session, tenant, job_id)
+    record_read(
+        session, tenant_id=tenant, actor=actor, action="image.read", resource_type="job", resource_id=job_id
+    )
     return Response(content=data, media_type=media_type, headers=NO_STORE)
 
 
@@ -166,9 +182,14 @@ def read_job_image(job_id: JobId, tenant: TenantDep, session: SessionDep) -> Res
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
-def read_job_heatmap(job_id: JobId, tenant: TenantDep, session: SessionDep) -> Response:
-    """The class-activation heatmap; 404 heatmap.not_found when the job has none."""
-    return Response(content=get_heatmap(session, tenant, job_id), media_type="image/png", headers=NO_STORE)
+def read_job_heatmap(job_id: JobId, tenant: TenantDep, session: SessionDep, actor: ActorDep) -> Response:
+    """The class-activation heatmap; 404 heatmap.not_found when the job has none. A user's read
+    is audited (`heatmap.read`)."""
+    heatmap = get_heatmap(session, tenant, job_id)
+    record_read(
+        session, tenant_id=tenant, actor=actor, action="heatmap.read", resource_type="job", resource_id=job_id
+    )
+    return Response(content=heatmap, media_type="image/png", headers=NO_STORE)
 
 
 @router.post("/internal/v1/jobs/running")

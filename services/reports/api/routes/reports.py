@@ -19,18 +19,32 @@ from contracts.reports import (
     ReportUpsertBatchResult,
     ReportUpsertOutcome,
 )
+from contracts.reviews import ReportSort, ReviewState
 from contracts.text import NO_CONTROL_CHARACTERS, IsoDatetime
 from services.reports.api.checks import check_job_id, check_tenant
-from services.reports.api.deps import SessionDep, SettingsDep, TenantDep, internal_router, wake_dispatcher
-from services.reports.api.views import job_view
+from services.reports.api.deps import (
+    ActorDep,
+    SessionDep,
+    SettingsDep,
+    TenantDep,
+    internal_router,
+    wake_dispatcher,
+)
+from services.reports.api.views import job_view, job_views
+from services.reports.db.audit import record_read
 from services.reports.db.jobs import list_jobs
+from services.reports.db.models import Job
 from services.reports.db.reports import upsert_many, upsert_report
 from services.reports.domain.listing import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
+    PriorityPosition,
     ReportFilters,
     decode_cursor,
+    decode_priority_cursor,
     encode_cursor,
+    encode_priority_cursor,
+    priority_group,
 )
 from services.reports.domain.payloads import check_report
 
@@ -105,6 +119,7 @@ def _failed(report: ReportUpsert, exc: DomainError) -> ReportUpsertOutcome:
 def list_reports(
     tenant: TenantDep,
     session: SessionDep,
+    actor: ActorDep,
     patient_ref: Annotated[str | None, Query(max_length=128, pattern=NO_CONTROL_CHARACTERS)] = None,
     triage_level: TriageLevel | None = None,
     status: JobStatus | None = None,
@@ -113,8 +128,11 @@ def list_reports(
     until: Annotated[IsoDatetime | None, Query(description="exclusive")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
+    sort: ReportSort = ReportSort.newest,
+    review_state: ReviewState | None = None,
 ) -> ReportPage:
-    """The tenant's jobs, newest first, with results where present (queued jobs appear too)."""
+    """The tenant's jobs, newest first or as the priority worklist (`sort`), with results where
+    present (queued jobs appear too)."""
     filters = ReportFilters(
         patient_ref=patient_ref,
         triage_level=triage_level,
@@ -122,11 +140,38 @@ def list_reports(
         ood_decision=ood_decision,
         since=_utc(since),
         until=_utc(until),
+        review_state=review_state,
     )
-    after = decode_cursor(cursor) if cursor else None
-    jobs = list_jobs(session, tenant, filters, limit + 1, after)
+    after: tuple[datetime, str] | PriorityPosition | None = None
+    if cursor:
+        after = decode_priority_cursor(cursor) if sort == ReportSort.priority else decode_cursor(cursor)
+    jobs = list_jobs(session, tenant, filters, limit + 1, after, sort)
     next_cursor = None
     if len(jobs) > limit:
         jobs = jobs[:limit]
-        next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id)
-    return ReportPage(items=[job_view(job) for job in jobs], next_cursor=next_cursor)
+        next_cursor = _cursor_after(jobs[-1], sort)
+    page = ReportPage(items=job_views(session, jobs), next_cursor=next_cursor)
+    # One entry per page a user reads (the jobs in it are not listed: a page every few seconds).
+    record_read(
+        session,
+        tenant_id=tenant,
+        actor=actor,
+        action="report.list",
+        resource_type="report",
+        resource_id=None,
+        details={"count": len(page.items)},
+    )
+    return page
+
+
+def _cursor_after(job: Job, sort: ReportSort) -> str:
+    """The cursor of the page that follows `job` in the `sort` order."""
+    if sort == ReportSort.newest:
+        return encode_cursor(job.created_at, job.id)
+    report = job.report
+    group = priority_group(
+        job.status,
+        report.review_state if report is not None else None,
+        report.triage_level if report is not None else None,
+    )
+    return encode_priority_cursor(PriorityPosition(group, job.created_at, job.id))

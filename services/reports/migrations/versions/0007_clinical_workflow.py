@@ -130,7 +130,7 @@ def _create_reviews() -> None:
     )
     op.create_index("ix_reviews_tenant_created", "reviews", ["tenant_id", "created_at"])
     op.add_column(
-        "reports", sa.Column("review_state", sa.String(16), nullable=False, server_default="unreviewed")
+        "reports", sa.Column("review_state", sa.String(24), nullable=False, server_default="unreviewed")
     )
     op.add_column("reports", sa.Column("review_version", sa.Integer(), nullable=True))
     op.add_column("reports", _timestamp("reviewed_at"))
