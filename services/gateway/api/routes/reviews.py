@@ -34,7 +34,7 @@ router = APIRouter(tags=["reviews"])
     "403 `auth.forbidden` for integrators and admins; 404 `job.not_found`; 409 `review.not_reviewable` "
     "unless the job is done; 409 `review.conflict` when `expected_version` is not the latest version "
     "(0: no review yet) or another review was written at the same moment.",
-    responses=api_key_route(403, 404, 409),
+    responses=api_key_route(400, 403, 404, 409),
 )
 async def create_review(
     job_id: JobIdPath,
@@ -81,7 +81,7 @@ async def get_next_steps(context: ContextDep, principal: PrincipalDep, request_i
     summary="Set the tenant's next step per triage level (admins only)",
     description="Each text 1 to 500 characters. Audited as `next_steps.update`. 403 `auth.forbidden` "
     "for clinicians and integrators.",
-    responses=api_key_route(403),
+    responses=api_key_route(400, 403),
 )
 async def put_next_steps(
     body: NextStepsUpdate, context: ContextDep, principal: AdminDep, request_id: RequestIdDep

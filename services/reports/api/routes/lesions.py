@@ -55,7 +55,7 @@ def load_change_calibration(path: str) -> tuple[ChangeCalibration | None, str | 
         problem = (
             "The change calibration could not be read (REPORTS_CHANGE_CALIBRATION): no change is flagged."
         )
-    log.warning("lesions.calibration_unusable", extra={"reason": problem})
+    log.warning("lesions.calibration_unusable", extra={"error": problem})
     return None, problem
 
 
