@@ -31,6 +31,12 @@ class AuditAction(StrEnum):
     key_create = "key.create"
     key_revoke = "key.revoke"
     next_steps_update = "next_steps.update"
+    webhook_create = "webhook.create"
+    webhook_rotate_secret = "webhook.rotate_secret"
+    webhook_remove = "webhook.remove"
+    fhir_endpoint_update = "fhir_endpoint.update"
+    fhir_endpoint_remove = "fhir_endpoint.remove"
+    delivery_replay = "delivery.replay"
     audit_read = "audit.read"
     monitoring_read = "monitoring.read"
 

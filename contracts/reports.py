@@ -11,6 +11,7 @@ from contracts.errors import ErrorDetail
 from contracts.jobs import ClinicalField, DicomRef, ImageMetadata, JobCreate, JobStatus
 from contracts.ood import OodScoreResponse
 from contracts.reviews import NextStep, ReviewState, ReviewView
+from contracts.users import UserRef
 
 DISCLAIMER = (
     "SkinTriage is decision support for trained clinicians, not a diagnosis. "
@@ -226,6 +227,9 @@ class JobView(BaseModel):
     status: JobStatus
     metadata: ImageMetadata
     dicom: DicomRef | None = Field(default=None, description="the DICOM instance the image came from")
+    submitted_by: UserRef | None = Field(
+        default=None, description="the user whose API key submitted the image (null before users existed)"
+    )
     created_at: datetime
     updated_at: datetime
     result: ReportView | None = None

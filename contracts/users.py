@@ -62,6 +62,13 @@ USER_NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 MAX_KEY_LIFETIME_DAYS = 3650
 
 
+class UserRef(BaseModel):
+    """A user as a record names them: id, and name at the time."""
+
+    user_id: str
+    name: str
+
+
 class Me(BaseModel):
     """Who the caller is: `GET /v1/me`."""
 

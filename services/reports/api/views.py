@@ -13,6 +13,7 @@ from contracts.ood import OodScoreResponse
 from contracts.records import BatchView
 from contracts.reports import JobView, ModelRef, Prediction, ReportView
 from contracts.reviews import DEFAULT_NEXT_STEPS, NextStepsUpdate, ReviewState
+from contracts.users import UserRef
 from services.reports.db.models import Batch, Job, Report, Review
 from services.reports.db.reviews import latest_review, latest_reviews, review_view, tenant_next_steps
 from services.reports.domain.reviews import next_step
@@ -91,6 +92,11 @@ def job_view(
             lesion_id=job.lesion_id,
         ),
         dicom=DicomRef.model_validate(job.dicom) if job.dicom is not None else None,
+        submitted_by=(
+            UserRef(user_id=job.submitted_by, name=job.submitted_by_name or "")
+            if job.submitted_by is not None
+            else None
+        ),
         created_at=job.created_at,
         updated_at=job.updated_at,
         result=report_view(job.report, reviews, steps) if job.report is not None else None,

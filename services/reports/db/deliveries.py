@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from contracts.audit import AuditAction
 from contracts.integrations import (
     FHIR_PUSH_EVENT,
     DeliveryKind,
@@ -19,6 +20,9 @@ from contracts.integrations import (
     WebhookEvent,
 )
 from contracts.jobs import UNQUEUED_ERROR_CODES, JobStatus
+from contracts.users import Actor
+from services.common.request_id import current_request_id
+from services.reports.db.audit import record_audit
 from services.reports.db.models import Batch, Delivery, FhirEndpoint, Job, WebhookEndpoint
 from services.reports.domain.errors import DeliveryNotFoundError, DeliveryPendingError
 from services.reports.domain.lifecycle import ENDED_STATUSES, FINAL_STATUSES
@@ -331,11 +335,16 @@ def list_for_webhook(session: Session, tenant_id: str, webhook_id: str, limit: i
 
 
 def replay(
-    session: Session, tenant_id: str, delivery_id: str, now: datetime, retry_window: timedelta
+    session: Session,
+    tenant_id: str,
+    delivery_id: str,
+    now: datetime,
+    retry_window: timedelta,
+    actor: Actor | None = None,
 ) -> Delivery:
     """A delivered or failed delivery sent again from now, with a fresh retry window (the same
     webhook id and body: receivers deduplicate on the id). A pending one is refused: it is
-    still being tried."""
+    still being tried. Audited `delivery.replay`."""
     delivery = session.get(Delivery, delivery_id)
     if delivery is None or delivery.tenant_id != tenant_id:
         raise DeliveryNotFoundError("no such delivery", details={"delivery_id": delivery_id})
@@ -345,5 +354,15 @@ def replay(
     delivery.next_attempt_at = now
     delivery.give_up_at = now + retry_window
     delivery.delivered_at = None
+    record_audit(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action=AuditAction.delivery_replay.value,
+        resource_type="delivery",
+        resource_id=delivery.id,
+        request_id=current_request_id(),
+        details={"kind": delivery.kind, "event": delivery.event},
+    )
     session.commit()
     return delivery

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from contracts.audit import AuditAction
 from contracts.integrations import (
     FhirEndpointConfig,
     FhirEndpointView,
@@ -16,6 +17,9 @@ from contracts.integrations import (
     WebhookSecret,
     WebhookView,
 )
+from contracts.users import Actor
+from services.common.request_id import current_request_id
+from services.reports.db.audit import record_audit
 from services.reports.db.models import FhirEndpoint, WebhookEndpoint
 from services.reports.domain.errors import FhirEndpointNotFoundError, WebhookNotFoundError
 from services.reports.domain.smart_auth import SigningKey, new_signing_key, public_jwks
@@ -45,8 +49,34 @@ def signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
     return active
 
 
-def create_webhook(session: Session, tenant_id: str, body: WebhookCreate, now: datetime) -> WebhookCreated:
-    """A new endpoint and its secret (shown this once; the URL is https, `WebhookCreate` says so)."""
+def audit_write(
+    session: Session,
+    tenant_id: str,
+    actor: Actor | None,
+    action: AuditAction,
+    resource: tuple[str, str],
+    details: dict[str, object] | None = None,
+) -> None:
+    """The audit entry of an integration change (`resource`: type and id), added before the change
+    commits, so both are kept or neither."""
+    resource_type, resource_id = resource
+    record_audit(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action=action.value,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        request_id=current_request_id(),
+        details=dict(details) if details else None,
+    )
+
+
+def create_webhook(
+    session: Session, tenant_id: str, body: WebhookCreate, now: datetime, actor: Actor | None = None
+) -> WebhookCreated:
+    """A new endpoint and its secret (shown this once; the URL is https, `WebhookCreate` says so),
+    audited `webhook.create`."""
     endpoint = WebhookEndpoint(
         id=f"wh_{uuid.uuid4().hex}",
         tenant_id=tenant_id,
@@ -57,6 +87,7 @@ def create_webhook(session: Session, tenant_id: str, body: WebhookCreate, now: d
         created_at=now,
     )
     session.add(endpoint)
+    audit_write(session, tenant_id, actor, AuditAction.webhook_create, ("webhook", endpoint.id))
     session.commit()
     return WebhookCreated(**webhook_view(endpoint, now).model_dump(), secret=endpoint.secret)
 
@@ -81,13 +112,20 @@ def list_webhooks(session: Session, tenant_id: str) -> list[WebhookEndpoint]:
 
 
 def rotate_webhook_secret(
-    session: Session, tenant_id: str, webhook_id: str, now: datetime, overlap: timedelta
+    session: Session,
+    tenant_id: str,
+    webhook_id: str,
+    now: datetime,
+    overlap: timedelta,
+    actor: Actor | None = None,
 ) -> WebhookSecret:
-    """A new current secret; the old one keeps signing for `overlap` (two active secrets)."""
+    """A new current secret; the old one keeps signing for `overlap` (two active secrets).
+    Audited `webhook.rotate_secret`."""
     endpoint = get_webhook(session, tenant_id, webhook_id)
     endpoint.previous_secret = endpoint.secret
     endpoint.previous_secret_expires_at = now + overlap
     endpoint.secret = new_secret()
+    audit_write(session, tenant_id, actor, AuditAction.webhook_rotate_secret, ("webhook", endpoint.id))
     session.commit()
     return WebhookSecret(
         webhook_id=endpoint.id,
@@ -96,10 +134,14 @@ def rotate_webhook_secret(
     )
 
 
-def remove_webhook(session: Session, tenant_id: str, webhook_id: str, now: datetime) -> None:
-    """No new deliveries to it (pending ones fail `webhook.removed` when their turn comes)."""
+def remove_webhook(
+    session: Session, tenant_id: str, webhook_id: str, now: datetime, actor: Actor | None = None
+) -> None:
+    """No new deliveries to it (pending ones fail `webhook.removed` when their turn comes).
+    Audited `webhook.remove`."""
     endpoint = get_webhook(session, tenant_id, webhook_id)
     endpoint.removed_at = now
+    audit_write(session, tenant_id, actor, AuditAction.webhook_remove, ("webhook", endpoint.id))
     session.commit()
 
 
@@ -132,16 +174,18 @@ def get_fhir_endpoint(session: Session, tenant_id: str) -> FhirEndpoint:
 
 
 def put_fhir_endpoint(
-    session: Session, tenant_id: str, body: FhirEndpointConfig, now: datetime
+    session: Session, tenant_id: str, body: FhirEndpointConfig, now: datetime, actor: Actor | None = None
 ) -> tuple[FhirEndpoint, bool]:
     """Set the tenant's FHIR endpoint (flag: newly made). A key pair is made the first time, when
-    the algorithm changes, or when asked (`rotate_key`); otherwise the registered key stays."""
+    the algorithm changes, or when asked (`rotate_key`); otherwise the registered key stays.
+    Audited `fhir_endpoint.update` (details: whether the key changed)."""
     endpoint = session.get(FhirEndpoint, tenant_id)
     created = endpoint is None
     if endpoint is None:
         endpoint = FhirEndpoint(tenant_id=tenant_id, created_at=now)
         session.add(endpoint)
-    if created or body.rotate_key or endpoint.algorithm != body.algorithm:
+    new_key = created or body.rotate_key or endpoint.algorithm != body.algorithm
+    if new_key:
         key = new_signing_key(body.algorithm)
         endpoint.algorithm, endpoint.key_id, endpoint.private_key_pem = (
             key.algorithm,
@@ -153,11 +197,21 @@ def put_fhir_endpoint(
     endpoint.client_id = body.client_id
     endpoint.scope = body.scope
     endpoint.updated_at = now
+    audit_write(
+        session,
+        tenant_id,
+        actor,
+        AuditAction.fhir_endpoint_update,
+        ("fhir_endpoint", tenant_id),
+        {"created": created, "new_key": new_key, "base_url": body.base_url},
+    )
     session.commit()
     return endpoint, created
 
 
-def remove_fhir_endpoint(session: Session, tenant_id: str) -> None:
-    """No more pushes (pending ones fail `fhir_endpoint.removed` when their turn comes)."""
+def remove_fhir_endpoint(session: Session, tenant_id: str, actor: Actor | None = None) -> None:
+    """No more pushes (pending ones fail `fhir_endpoint.removed` when their turn comes). Audited
+    `fhir_endpoint.remove`."""
     session.delete(get_fhir_endpoint(session, tenant_id))
+    audit_write(session, tenant_id, actor, AuditAction.fhir_endpoint_remove, ("fhir_endpoint", tenant_id))
     session.commit()

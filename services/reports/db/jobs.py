@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from contracts.jobs import UNQUEUED_ERROR_CODES, JobCreate, JobStatus
 from contracts.reviews import ReportSort, ReviewState
+from contracts.users import Actor
 from services.reports.db.batches import get_batch
 from services.reports.db.deliveries import plan_job_finished
 from services.reports.db.lesions import lesion_for_job
@@ -48,8 +49,11 @@ def _existing(session: Session, tenant_id: str, body: JobCreate) -> Job | None:
     return job
 
 
-def create_job(session: Session, tenant_id: str, body: JobCreate, image: bytes) -> tuple[Job, bool]:
-    """Register a job; a repeat (same idempotency key or job id) returns the original (flag False).
+def create_job(
+    session: Session, tenant_id: str, body: JobCreate, image: bytes, submitter: Actor | None = None
+) -> tuple[Job, bool]:
+    """Register a job, naming the user who submitted it (`submitter`; None: the fleet itself); a
+    repeat (same idempotency key or job id) returns the original (flag False).
 
     Two concurrent repeats both pass the first lookup; the unique constraints let exactly one
     insert win and the loser returns the winner's job.
@@ -59,7 +63,7 @@ def create_job(session: Session, tenant_id: str, body: JobCreate, image: bytes) 
         return existing, False
     if body.batch_id is not None:
         get_batch(session, tenant_id, body.batch_id)
-    job = _new_job(tenant_id, body, image, lesion_for_job(session, tenant_id, body.metadata))
+    job = _new_job(tenant_id, body, image, lesion_for_job(session, tenant_id, body.metadata), submitter)
     session.add(job)
     try:
         session.commit()
@@ -82,7 +86,9 @@ def get_job_image(session: Session, tenant_id: str, job_id: str) -> tuple[bytes,
     return row.image, row.media_type
 
 
-def _new_job(tenant_id: str, body: JobCreate, image: bytes, lesion: Lesion | None = None) -> Job:
+def _new_job(
+    tenant_id: str, body: JobCreate, image: bytes, lesion: Lesion | None, submitter: Actor | None
+) -> Job:
     """The job's row; one naming a lesion (checked by `lesion_for_job`) without a patient_ref
     takes the lesion's."""
     meta = body.metadata
@@ -105,12 +111,14 @@ def _new_job(tenant_id: str, body: JobCreate, image: bytes, lesion: Lesion | Non
         height=body.image.height,
         image_sha256=body.image.sha256.lower(),
         dicom=body.dicom.model_dump(mode="json") if body.dicom is not None else None,
+        submitted_by=submitter.user_id if submitter is not None else None,
+        submitted_by_name=submitter.user_name if submitter is not None else None,
         report=None,
     )
 
 
 def create_jobs(
-    session: Session, tenant_id: str, items: list[tuple[JobCreate, bytes]]
+    session: Session, tenant_id: str, items: list[tuple[JobCreate, bytes]], submitter: Actor | None = None
 ) -> list[tuple[Job, bool]]:
     """Register several jobs in ONE transaction (a batch upload's group), each as `create_job`
     would (a repeat returns the original, flag False). When the transaction cannot commit (a
@@ -124,14 +132,14 @@ def create_jobs(
         if existing is not None:
             results.append((existing, False))
             continue
-        job = _new_job(tenant_id, body, image, lesion_for_job(session, tenant_id, body.metadata))
+        job = _new_job(tenant_id, body, image, lesion_for_job(session, tenant_id, body.metadata), submitter)
         session.add(job)
         results.append((job, True))
     try:
         session.commit()
     except IntegrityError:
         session.rollback()
-        return [create_job(session, tenant_id, body, image) for body, image in items]
+        return [create_job(session, tenant_id, body, image, submitter) for body, image in items]
     return results
 
 

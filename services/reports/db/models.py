@@ -155,6 +155,10 @@ class Job(Base):
     dicom: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
     # The lesion this image shows (issue 12, migration 0007), when the submission named one.
     lesion_id: Mapped[str | None] = mapped_column(ForeignKey("lesions.id"), default=None)
+    # Who submitted it (issue 12: every write records the user); the name is kept as it was then,
+    # so the job reads back without a join. NULL for jobs submitted before users existed.
+    submitted_by: Mapped[str | None] = mapped_column(ForeignKey("users.id"), default=None)
+    submitted_by_name: Mapped[str | None] = mapped_column(String(128), default=None)
 
     report: Mapped[Report | None] = relationship(back_populates="job", lazy="selectin")
 

@@ -90,20 +90,25 @@ def read_job_deliveries(job_id: Id, tenant: TenantDep, session: SessionDep) -> D
 
 @router.post("/internal/v1/deliveries/{delivery_id}/replay")
 def replay_delivery(
-    delivery_id: Id, tenant: TenantDep, session: SessionDep, settings: SettingsDep, request: Request
+    delivery_id: Id,
+    tenant: TenantDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+    actor: ActorDep,
 ) -> DeliveryView:
     """Send a failed (or delivered) delivery again; 409 delivery.pending while it is being tried."""
-    delivery = replay(session, tenant, delivery_id, utc_now(), settings.delivery_window)
+    delivery = replay(session, tenant, delivery_id, utc_now(), settings.delivery_window, actor)
     wake_dispatcher(request)
     return delivery_view(delivery)
 
 
 @router.post("/internal/v1/webhooks", status_code=status.HTTP_201_CREATED)
 def add_webhook(
-    body: WebhookCreate, tenant: TenantDep, session: SessionDep, settings: SettingsDep
+    body: WebhookCreate, tenant: TenantDep, session: SessionDep, actor: ActorDep
 ) -> WebhookCreated:
     """A new webhook endpoint; its signing secret is in this answer only."""
-    return create_webhook(session, tenant, body, utc_now())
+    return create_webhook(session, tenant, body, utc_now(), actor)
 
 
 @router.get("/internal/v1/webhooks")
@@ -114,19 +119,19 @@ def read_webhooks(tenant: TenantDep, session: SessionDep) -> WebhookList:
 
 
 @router.delete("/internal/v1/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_webhook(webhook_id: Id, tenant: TenantDep, session: SessionDep) -> Response:
+def delete_webhook(webhook_id: Id, tenant: TenantDep, session: SessionDep, actor: ActorDep) -> Response:
     """Stop delivering to the endpoint."""
-    remove_webhook(session, tenant, webhook_id, utc_now())
+    remove_webhook(session, tenant, webhook_id, utc_now(), actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/internal/v1/webhooks/{webhook_id}/rotate-secret")
 def rotate_secret(
-    webhook_id: Id, tenant: TenantDep, session: SessionDep, settings: SettingsDep
+    webhook_id: Id, tenant: TenantDep, session: SessionDep, settings: SettingsDep, actor: ActorDep
 ) -> WebhookSecret:
     """A new signing secret (in this answer only); the old one signs too for the overlap."""
     overlap = timedelta(hours=settings.webhook_secret_overlap_hours)
-    return rotate_webhook_secret(session, tenant, webhook_id, utc_now(), overlap)
+    return rotate_webhook_secret(session, tenant, webhook_id, utc_now(), overlap, actor)
 
 
 @router.get("/internal/v1/webhooks/{webhook_id}/deliveries")
@@ -148,11 +153,11 @@ def set_fhir_endpoint(
     body: FhirEndpointConfig,
     tenant: TenantDep,
     session: SessionDep,
-    settings: SettingsDep,
     response: Response,
+    actor: ActorDep,
 ) -> FhirEndpointView:
     """Set where finished jobs are pushed (201 the first time, 200 after)."""
-    endpoint, created = put_fhir_endpoint(session, tenant, body, utc_now())
+    endpoint, created = put_fhir_endpoint(session, tenant, body, utc_now(), actor)
     if created:
         response.status_code = status.HTTP_201_CREATED
     return fhir_endpoint_view(endpoint)
@@ -165,7 +170,7 @@ def read_fhir_endpoint(tenant: TenantDep, session: SessionDep) -> FhirEndpointVi
 
 
 @router.delete("/internal/v1/fhir-endpoint", status_code=status.HTTP_204_NO_CONTENT)
-def delete_fhir_endpoint(tenant: TenantDep, session: SessionDep) -> Response:
+def delete_fhir_endpoint(tenant: TenantDep, session: SessionDep, actor: ActorDep) -> Response:
     """Stop pushing results."""
-    remove_fhir_endpoint(session, tenant)
+    remove_fhir_endpoint(session, tenant, actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -19,6 +19,7 @@ from contracts.reports import (
     JobsRunningResult,
     JobView,
 )
+from contracts.users import Actor
 from services.common.errors import DependencyUnavailableError
 from services.common.request_context import seconds_waiting
 from services.reports.api.checks import check_job_id, check_lengths, check_tenant
@@ -75,12 +76,17 @@ def _refuse_late(request: Request, session: Session, created: list[JobCreate]) -
 
 @router.post("/internal/v1/jobs", status_code=status.HTTP_201_CREATED)
 def register_job(
-    body: JobCreate, tenant: TenantDep, session: SessionDep, request: Request, response: Response
+    body: JobCreate,
+    tenant: TenantDep,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    actor: ActorDep,
 ) -> JobView:
     """Register a job (201). A repeated idempotency key or job id returns the original job (200,
     `Idempotent-Replay: true`), so the gateway queues nothing twice. A registration that took
     longer than `register_within_ms` is failed `registration.timeout` and answered 503."""
-    job, replay = _register(body, tenant, session)
+    job, replay = _register(body, tenant, session, actor)
     if not replay:
         _refuse_late(request, session, [body])
     else:
@@ -89,10 +95,11 @@ def register_job(
     return job
 
 
-def _register(body: JobCreate, tenant: str, session: Session) -> tuple[JobView, bool]:
-    """The job registered (or found again: a replay, flag True); DomainError when refused."""
+def _register(body: JobCreate, tenant: str, session: Session, actor: Actor | None) -> tuple[JobView, bool]:
+    """The job registered (or found again: a replay, flag True), naming the user who submitted
+    it; DomainError when refused."""
     image = _checked_image(body, tenant)
-    job, created = create_job(session, tenant, body, image)
+    job, created = create_job(session, tenant, body, image, actor)
     return job_view(job), not created
 
 
@@ -113,7 +120,7 @@ def _checked_image(body: JobCreate, tenant: str) -> bytes:
 
 @router.post("/internal/v1/jobs/bulk")
 def register_jobs(
-    body: JobCreateBatch, tenant: TenantDep, session: SessionDep, request: Request
+    body: JobCreateBatch, tenant: TenantDep, session: SessionDep, request: Request, actor: ActorDep
 ) -> JobCreateBatchResult:
     """Register a batch's jobs in one call (the gateway's batch upload), each exactly as
     `POST /internal/v1/jobs` would, replays included; one the single route would refuse gets that
@@ -129,14 +136,14 @@ def register_jobs(
         except DomainError as exc:
             outcomes.append(JobCreateOutcome(error=error_detail(exc)))
     try:
-        created = create_jobs(session, tenant, [(job, image) for _, job, image in valid])
+        created = create_jobs(session, tenant, [(job, image) for _, job, image in valid], actor)
         for (index, _, _), (row, new) in zip(valid, created, strict=True):
             outcomes[index] = JobCreateOutcome(job=job_view(row), replayed=not new)
     except DomainError:
         session.rollback()
         for index, job, _ in valid:
             try:
-                view, replay = _register(job, tenant, session)
+                view, replay = _register(job, tenant, session, actor)
                 outcomes[index] = JobCreateOutcome(job=view, replayed=replay)
             except DomainError as exc:
                 session.rollback()

@@ -71,7 +71,7 @@ def _backfill_key_users() -> None:
         )
 
 
-def _create_lesions() -> None:
+def _create_lesions_and_job_links() -> None:
     op.create_table(
         "lesions",
         sa.Column("id", sa.String(64), nullable=False),
@@ -92,14 +92,17 @@ def _create_lesions() -> None:
     op.create_index("ix_lesions_tenant_patient", "lesions", ["tenant_id", "patient_ref", "created_at"])
     # Not a batch operation on SQLite: that would copy and drop `jobs`, which reports and
     # deliveries refer to; SQLite's ADD COLUMN takes an inline REFERENCES instead.
-    if op.get_bind().dialect.name == "sqlite":
-        op.execute(
-            "ALTER TABLE jobs ADD COLUMN lesion_id VARCHAR(64) "
-            "CONSTRAINT fk_jobs_lesion_id_lesions REFERENCES lesions (id)"
-        )
-    else:
-        op.add_column("jobs", sa.Column("lesion_id", sa.String(64), nullable=True))
-        op.create_foreign_key("fk_jobs_lesion_id_lesions", "jobs", "lesions", ["lesion_id"], ["id"])
+    for column, table in (("lesion_id", "lesions"), ("submitted_by", "users")):
+        constraint = f"fk_jobs_{column}_{table}"
+        if op.get_bind().dialect.name == "sqlite":
+            op.execute(
+                f"ALTER TABLE jobs ADD COLUMN {column} VARCHAR(64) "
+                f"CONSTRAINT {constraint} REFERENCES {table} (id)"
+            )
+        else:
+            op.add_column("jobs", sa.Column(column, sa.String(64), nullable=True))
+            op.create_foreign_key(constraint, "jobs", table, [column], ["id"])
+    op.add_column("jobs", sa.Column("submitted_by_name", sa.String(128), nullable=True))
     op.create_index("ix_jobs_lesion_created", "jobs", ["lesion_id", "created_at"])
 
 
@@ -182,7 +185,7 @@ def upgrade() -> None:
     """New tables, a backfill of the keys' users, and nullable (or defaulted) columns."""
     _create_users()
     _backfill_key_users()
-    _create_lesions()
+    _create_lesions_and_job_links()
     _create_reviews()
     _create_audit_events()
 
@@ -207,12 +210,14 @@ def downgrade() -> None:
             batch.drop_column(column)
     op.drop_table("reviews")
     op.drop_index("ix_jobs_lesion_created", table_name="jobs")
-    if op.get_bind().dialect.name == "sqlite":
-        # SQLite (3.35+) drops a column that only a column-level REFERENCES constrains.
-        op.execute("ALTER TABLE jobs DROP COLUMN lesion_id")
-    else:
-        op.drop_constraint("fk_jobs_lesion_id_lesions", "jobs", type_="foreignkey")
-        op.drop_column("jobs", "lesion_id")
+    op.drop_column("jobs", "submitted_by_name")
+    for column, table in (("lesion_id", "lesions"), ("submitted_by", "users")):
+        if op.get_bind().dialect.name == "sqlite":
+            # SQLite (3.35+) drops a column that only a column-level REFERENCES constrains.
+            op.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+        else:
+            op.drop_constraint(f"fk_jobs_{column}_{table}", "jobs", type_="foreignkey")
+            op.drop_column("jobs", column)
     op.drop_table("lesions")
     with op.batch_alter_table("api_keys") as batch:
         batch.drop_index("ix_api_keys_user_id")
