@@ -110,7 +110,10 @@ def test_the_report_shows_image_probabilities_triage_conformal_set_verdict_model
     expect(by_id(dashboard, "report-verdict")).to_contain_text("accepted")
     expect(by_id(dashboard, "report-model")).to_contain_text(shipped_manifest.name)
     expect(by_id(dashboard, "report-model")).to_contain_text(shipped_manifest.version)
-    expect(by_id(dashboard, "report-timestamps")).not_to_be_empty()
+    # Who submitted it: the fleet's tenant key acts as the tenant's admin user.
+    assert done_job["submitted_by"]["name"] == "admin"
+    expect(by_id(dashboard, "report-timestamps")).to_contain_text("submitted by")
+    expect(by_id(dashboard, "report-timestamps")).to_contain_text(done_job["submitted_by"]["name"])
     disclaimer = by_id(dashboard, "report-disclaimer")
     expect(disclaimer).to_contain_text("decision support")
     expect(disclaimer).to_contain_text("not a diagnosis")

@@ -159,6 +159,11 @@ export function listLesions(patientRef) {
   return getJson(`/v1/lesions${query({ patient_ref: patientRef })}`);
 }
 
+/** Start following a lesion: {patient_ref, label, body_site, laterality, body_map} -> LesionView. */
+export function createLesion(lesion) {
+  return sendJson("/v1/lesions", "POST", lesion);
+}
+
 // -- Administration (issue 12): monitoring, the audit trail, users and keys (admins only).
 
 export function getMonitoring(params) {

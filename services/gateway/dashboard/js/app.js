@@ -7,7 +7,7 @@ import { $, showError, hideError } from "./dom.js";
 import { initAdmin, leaveAdmin, showAdmin } from "./admin.js";
 import { initCamera, stopCamera } from "./camera.js";
 import { ROLES } from "./labels.js";
-import { leaveLesions, showLesion, showPatient } from "./lesions.js";
+import { initLesions, leaveLesions, showLesion, showPatient } from "./lesions.js";
 import { closeReport, initReport, openReport } from "./report.js";
 import { initReview } from "./review.js";
 import { clearCurrentUser, currentUser, isAdmin, setCurrentUser } from "./session.js";
@@ -171,6 +171,7 @@ function init() {
   initUpload();
   initCamera();
   initAdmin();
+  initLesions();
   $("#signin-form").addEventListener("submit", onSignIn);
   $("#signout").addEventListener("click", () => {
     clearKey();

@@ -137,10 +137,28 @@ function renderNextStep(job) {
   node.hidden = false;
 }
 
-/** A link to the lesion this image belongs to (and to the patient's body map). */
+/** A link to the patient's lesions (the body map), where tracking a lesion starts. */
+function patientLesionsLink(ref, text) {
+  return el("a", { href: `#/patients/${encodeURIComponent(ref)}`, "data-testid": "report-patient-link" }, text);
+}
+
+/**
+ * A link to the lesion this image belongs to (and to the patient's body map); an image of a
+ * patient that names no lesion links to the patient's lesions, to start tracking one.
+ */
 function renderLesionLink(job) {
   const node = $("#report-lesion");
   const meta = job.metadata || {};
+  if (!meta.lesion_id && meta.patient_ref) {
+    fill(
+      node,
+      el("h3", {}, "Lesion"),
+      el("p", { class: "muted" }, "This image is not linked to a tracked lesion."),
+      el("p", {}, [patientLesionsLink(meta.patient_ref, "Patient's lesions"), " — follow a lesion of this patient over time"]),
+    );
+    node.hidden = false;
+    return;
+  }
   if (!meta.lesion_id) {
     node.hidden = true;
     node.replaceChildren();
@@ -153,10 +171,7 @@ function renderLesionLink(job) {
       el("a", { href: `#/lesions/${encodeURIComponent(meta.lesion_id)}`, "data-testid": "report-lesion-link" },
         "Open this lesion's timeline"),
     ]),
-    meta.patient_ref ? el("p", {}, [
-      el("a", { href: `#/patients/${encodeURIComponent(meta.patient_ref)}`, "data-testid": "report-patient-link" },
-        "Patient's body map"),
-    ]) : null,
+    meta.patient_ref ? el("p", {}, [patientLesionsLink(meta.patient_ref, "Patient's body map")]) : null,
   );
   node.hidden = false;
 }
@@ -190,6 +205,7 @@ function renderMeta(job) {
     meta.body_site ? field("body site", meta.body_site) : null,
     meta.age !== null && meta.age !== undefined ? field("age", String(meta.age)) : null,
     meta.sex ? field("sex", meta.sex) : null,
+    job.submitted_by ? field("submitted by", job.submitted_by.name) : null,
     field("created", formatTime(job.created_at)),
     field("updated", formatTime(job.updated_at)),
     result ? field("completed", formatTime(result.completed_at)) : null,

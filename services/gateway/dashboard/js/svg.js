@@ -172,6 +172,7 @@ export function bodyView(view, dots) {
     role: "group",
     "aria-label": `${view} view`,
     "data-testid": `body-map-${view}`,
+    "data-view": view,
   });
   svg.append(
     svgEl("path", { d: BODY_OUTLINE, class: "outline" }),
@@ -185,4 +186,12 @@ export function bodyView(view, dots) {
     ]));
   }
   return svg;
+}
+
+/** The marker of a position being chosen (x, y in 0..1 of the outline's box), not yet a lesion. */
+export function positionMarker(x, y) {
+  return svgEl("g", { class: "new-lesion-marker", "data-testid": "body-map-marker", "aria-hidden": "true" }, [
+    svgEl("circle", { cx: x * BODY_BOX.width, cy: y * BODY_BOX.height, r: 4.5, class: "marker-ring" }),
+    svgEl("circle", { cx: x * BODY_BOX.width, cy: y * BODY_BOX.height, r: 1.2, class: "marker-dot" }),
+  ]);
 }

@@ -3,10 +3,11 @@
 import { getBatch, submitBatch, submitImage } from "./api.js";
 import { $, el, showError, hideError } from "./dom.js";
 
-const BATCH_POLL_MS = 1500;
+/** How often a submission's progress is asked for (a batch here, a lesion's new image in lesions.js). */
+export const BATCH_POLL_MS = 1500;
 
-let dropped = null; // files dropped on the zone (the input cannot always be set programmatically)
 let batchTimer = null;
+let selection = null; // the upload form's files: picked or dropped (see fileDrop)
 
 /** The optional metadata fields shared by uploads and camera captures. */
 export function metadataFields() {
@@ -18,10 +19,54 @@ export function metadataFields() {
   };
 }
 
+/**
+ * Let `zone` take image files dropped on it for the file `input` (a single-file input keeps the
+ * first). `onChange` runs whenever the selection changes. Returns {files(), clear()}: the files
+ * picked or dropped, and a reset.
+ */
+export function fileDrop(zone, input, onChange) {
+  let dropped = null; // files dropped on the zone (the input cannot always be set programmatically)
+  input.addEventListener("change", () => {
+    dropped = null;
+    onChange();
+  });
+  for (const name of ["dragenter", "dragover"]) {
+    zone.addEventListener(name, (event) => {
+      event.preventDefault();
+      zone.classList.add("dragging");
+    });
+  }
+  for (const name of ["dragleave", "dragend"]) zone.addEventListener(name, () => zone.classList.remove("dragging"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("dragging");
+    let files = Array.from((event.dataTransfer && event.dataTransfer.files) || []).filter(
+      (file) => !file.type || file.type.startsWith("image/"),
+    );
+    if (!input.multiple) files = files.slice(0, 1);
+    if (!files.length) return;
+    try {
+      const transfer = new DataTransfer();
+      files.forEach((file) => transfer.items.add(file));
+      input.files = transfer.files;
+      dropped = null;
+    } catch {
+      dropped = files; // browsers without a DataTransfer constructor
+    }
+    onChange();
+  });
+  return {
+    files: () => (input.files && input.files.length ? Array.from(input.files) : dropped || []),
+    clear: () => {
+      input.value = "";
+      dropped = null;
+      onChange();
+    },
+  };
+}
+
 function selectedFiles() {
-  const input = $("#upload-input");
-  if (input.files && input.files.length) return Array.from(input.files);
-  return dropped || [];
+  return selection ? selection.files() : [];
 }
 
 function describeSelection() {
@@ -112,9 +157,7 @@ async function onSubmit(event) {
       showRejectedItems(accepted.rejected || []);
       followBatch(accepted.batch_id);
     }
-    $("#upload-input").value = "";
-    dropped = null;
-    describeSelection();
+    selection.clear();
   } catch (exc) {
     showError($("#upload-error"), exc);
   } finally {
@@ -132,33 +175,5 @@ export function resetUpload() {
 
 export function initUpload() {
   $("#upload-form").addEventListener("submit", onSubmit);
-  $("#upload-input").addEventListener("change", () => {
-    dropped = null;
-    describeSelection();
-  });
-  const zone = $("#upload-dropzone");
-  for (const name of ["dragenter", "dragover"]) {
-    zone.addEventListener(name, (event) => {
-      event.preventDefault();
-      zone.classList.add("dragging");
-    });
-  }
-  for (const name of ["dragleave", "dragend"]) zone.addEventListener(name, () => zone.classList.remove("dragging"));
-  zone.addEventListener("drop", (event) => {
-    event.preventDefault();
-    zone.classList.remove("dragging");
-    const files = Array.from((event.dataTransfer && event.dataTransfer.files) || []).filter(
-      (file) => !file.type || file.type.startsWith("image/"),
-    );
-    if (!files.length) return;
-    try {
-      const transfer = new DataTransfer();
-      files.forEach((file) => transfer.items.add(file));
-      $("#upload-input").files = transfer.files;
-      dropped = null;
-    } catch {
-      dropped = files; // browsers without a DataTransfer constructor
-    }
-    describeSelection();
-  });
+  selection = fileDrop($("#upload-dropzone"), $("#upload-input"), describeSelection);
 }

@@ -150,6 +150,13 @@ export async function refresh() {
   }
 }
 
+/** With a patient ref in the filter, a link to that patient's lesions (where tracking starts). */
+function showPatientLink() {
+  const ref = $("#filter-patient").value.trim();
+  $("#worklist-patient-link").setAttribute("href", ref ? `#/patients/${encodeURIComponent(ref)}` : "#/");
+  $("#worklist-patient").hidden = !ref;
+}
+
 function restartFromFirstPage() {
   state.cursors = [null];
   $("#worklist-order").textContent = ORDER_HELP[$("#filter-sort").value] || "";
@@ -181,6 +188,7 @@ export function initWorklist() {
   }
   let typing = null;
   $("#filter-patient").addEventListener("input", () => {
+    showPatientLink();
     clearTimeout(typing);
     typing = setTimeout(restartFromFirstPage, 300);
   });
