@@ -229,6 +229,11 @@ def test_older_and_newer_page_through_more_jobs_than_one_page_holds(
     # between groups as it is triaged).
     by_id(dashboard, "filter-sort").select_option("newest")
     show_only_patient(dashboard, patient)
+    # The unfiltered page before it also holds a full page of rows: wait for this batch's own.
+    own_rows = dashboard.locator(
+        ", ".join(f'[data-testid="worklist-row"][data-job-id="{job_id}"]' for job_id in sorted(submitted))
+    )
+    expect(own_rows).to_have_count(WORKLIST_PAGE)
     expect(rows).to_have_count(WORKLIST_PAGE)
     first_page = {rows.nth(i).get_attribute("data-job-id") for i in range(WORKLIST_PAGE)}
 
