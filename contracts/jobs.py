@@ -128,6 +128,12 @@ class InferenceTask(BaseModel):
         description="the request's age, sex and body site for a bundle that fuses them; None (or "
         "absent, as in tasks queued before it existed) = the request gave none",
     )
+    track_lesion: bool = Field(
+        default=False,
+        description="the job's image belongs to a tracked lesion: the worker also measures what "
+        "comparing it with the lesion's other images needs (the embedding and the segmented lesion "
+        "area); an image outside a lesion can never be compared, so it is spared that cost",
+    )
 
 
 # Jobs per `inference.predict_chunk` message: what one ONNX Runtime call, one OOD call and one

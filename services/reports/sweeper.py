@@ -80,6 +80,7 @@ def inference_task(job: Job, request_id: str) -> InferenceTask:
         image=image,
         submitted_at=job.created_at,
         clinical=metadata.clinical(),
+        track_lesion=job.lesion_id is not None,
     )
 
 

@@ -171,6 +171,19 @@ async def test_ham10000_image_is_accepted_and_queued_once_with_its_payload(
     assert reports.jobs[body["job_id"]]["body"]["metadata"]["patient_ref"] == "pat-7"
 
 
+async def test_only_an_image_of_a_tracked_lesion_asks_the_worker_for_its_comparison_measures(
+    client, publisher: InMemoryPublisher, ham_images: list[Path]
+):
+    original = ham_images[0].read_bytes()
+    untracked = await upload(client, original, patient_ref="pat-8")
+    tracked = await upload(client, original, patient_ref="pat-8", lesion_id="les_0123456789abcdef")
+
+    assert (untracked.status_code, tracked.status_code) == (202, 202)
+    by_job = {task.job_id: task for task in publisher.tasks}
+    assert by_job[untracked.json()["job_id"]].track_lesion is False
+    assert by_job[tracked.json()["job_id"]].track_lesion is True
+
+
 async def test_exif_rotated_jpeg_is_queued_upright_without_exif_or_gps(client, publisher):
     response = await upload(client, samples.exif_rotated_jpeg_with_gps(size=(160, 80)))
 

@@ -24,7 +24,7 @@ from services.reports.db.engine import make_engine, make_sessionmaker
 from services.reports.db.models import Job
 from services.reports.db.sweeps import expired_leases, stale_queued
 from services.reports.db.types import utc_now
-from services.reports.sweeper import Sweeper
+from services.reports.sweeper import Sweeper, inference_task
 from tests.reports.factories import PNG_BYTES, job_body, report_body, tenant_headers
 from tests.reports.migrate import alembic_config
 
@@ -411,3 +411,21 @@ def test_migration_0005_backfills_enqueued_at_and_leaves_old_running_jobs_to_the
         command.upgrade(alembic_config(url), "head")
     finally:
         engine.dispose()
+
+
+def test_a_republished_task_asks_for_comparison_measures_only_for_an_image_of_a_lesion() -> None:
+    def stored(lesion_id: str | None) -> Job:
+        return Job(
+            id=f"job-{lesion_id}",
+            tenant_id="ten",
+            media_type="image/png",
+            width=4,
+            height=3,
+            image_sha256="0" * 64,
+            image=PNG_BYTES,
+            created_at=utc_now(),
+            lesion_id=lesion_id,
+        )
+
+    assert inference_task(stored("les_1"), "req").track_lesion is True
+    assert inference_task(stored(None), "req").track_lesion is False

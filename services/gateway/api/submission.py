@@ -126,6 +126,7 @@ def inference_task(
         submitted_at=datetime.now(UTC),
         # Only what a model may fuse: identifiers (patient_ref, client_ref) stay out of the broker.
         clinical=metadata.clinical(),
+        track_lesion=job.metadata.lesion_id is not None,
     )
 
 

@@ -94,9 +94,10 @@ def _report(
         width, height = image.size
         # The map and its geometry, not a PNG: the reports service renders it when first asked.
         heatmap = predictor.heatmap_source(raw, prediction.top_class, width, height)
-        # Issue 12: what comparing this image with later ones of the same lesion needs.
-        embedding: str | None = embedding_f16_b64(raw)
-        area: float | None = segment_lesion(image).area_fraction
+        # Issue 12: what comparing this image with other images of its lesion needs; only for an
+        # image of a tracked lesion (the segmentation is a third of a worker's time per image).
+        embedding: str | None = embedding_f16_b64(raw) if task.track_lesion else None
+        area: float | None = segment_lesion(image).area_fraction if task.track_lesion else None
     else:
         status, prediction, heatmap, embedding, area = JobStatus.rejected, None, None, None, None
     return ReportUpsert(
