@@ -37,6 +37,7 @@ from model_bundle.predictor import ClinicalContext, Predictor
 from model_bundle.segmentation import dice, resize_mask, segment_lesion
 from training.config import DEFAULT_DATA_ROOT
 from training.model_card import write_lesion_change_section
+from training.ood import auroc as ood_auroc
 
 log = logging.getLogger("training.change_calibration")
 
@@ -137,14 +138,13 @@ def pair_measures(
 
 
 def auroc(positives: NDArray[np.float64], negatives: NDArray[np.float64]) -> float | None:
-    """P(a positive scores above a negative), ties counting half (Mann-Whitney); NaNs dropped."""
+    """P(a positive scores above a negative), ties counting half (Mann-Whitney, as the OOD
+    evaluation measures it); NaNs (a pair missing a measure) dropped, None when a side is empty."""
     pos = positives[np.isfinite(positives)]
-    neg = np.sort(negatives[np.isfinite(negatives)])
+    neg = negatives[np.isfinite(negatives)]
     if pos.size == 0 or neg.size == 0:
         return None
-    below = np.searchsorted(neg, pos, side="left")
-    not_above = np.searchsorted(neg, pos, side="right")
-    return float(np.sum(below + 0.5 * (not_above - below)) / (pos.size * neg.size))
+    return ood_auroc(neg, pos)
 
 
 def fit_threshold(same_lesion: NDArray[np.float64], quantile: float = QUANTILE) -> float:

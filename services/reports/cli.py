@@ -32,11 +32,11 @@ from services.reports.db.models import ApiKey, Tenant, User
 from services.reports.db.tenants import (
     DEFAULT_ADMIN_NAME,
     find_tenant,
-    find_user,
     get_or_create_tenant,
+    get_or_create_user,
     list_api_keys,
 )
-from services.reports.db.users import add_api_key, add_user, disable_user, list_users, revoke_key
+from services.reports.db.users import add_api_key, add_user, disable_user, find_user, list_users, revoke_key
 from services.reports.domain.errors import UserDisabledError, UserExistsError
 
 EXIT_NOT_FOUND = 1
@@ -155,19 +155,13 @@ def _list_users(session: Session, tenant_name: str) -> int:
 
 def _default_admin(session: Session, tenant: Tenant) -> User:
     """The tenant's `admin` user, made (and audited) if it has none; a concurrent maker wins."""
-    user = find_user(session, tenant.id, DEFAULT_ADMIN_NAME)
-    if user is not None:
-        return user
-    try:
-        user = add_user(session, tenant.id, DEFAULT_ADMIN_NAME, Role.admin)
-        _audit(session, tenant.id, AuditAction.user_create, "user", user.id)
-        session.commit()
-    except (UserExistsError, IntegrityError):
-        session.rollback()
-        existing = find_user(session, tenant.id, DEFAULT_ADMIN_NAME)
-        if existing is None:
-            raise
-        return existing
+    user, _ = get_or_create_user(
+        session,
+        tenant,
+        DEFAULT_ADMIN_NAME,
+        Role.admin,
+        on_create=lambda made: _audit(session, tenant.id, AuditAction.user_create, "user", made.id),
+    )
     return user
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.gateway_calls import bearer
+from tests.e2e.gateway_calls import bearer, new_user_with_key
 
 # A job goes queued -> running -> done/rejected within a second or two on the shipped bundle;
 # the worklist notices on its next refresh (~3 s).
@@ -42,14 +42,8 @@ class User:
 
 def add_user(gateway: httpx.Client, admin_key: str, name: str, role: str) -> User:
     """`POST /v1/users`, then `POST /v1/users/{id}/api-keys`, as the tenant's admin."""
-    created = gateway.post("/v1/users", json={"name": name, "role": role}, headers=bearer(admin_key))
-    assert created.status_code == 201, created.text
-    user_id = created.json()["user_id"]
-    key = gateway.post(
-        f"/v1/users/{user_id}/api-keys", json={"expires_in_days": None}, headers=bearer(admin_key)
-    )
-    assert key.status_code == 201, key.text
-    return User(user_id, name, role, key.json()["api_key"])
+    made, api_key = new_user_with_key(gateway, admin_key, name, role)
+    return User(made["user_id"], name, role, api_key)
 
 
 def sign_in(page: Page, gateway_url: str, api_key: str) -> None:

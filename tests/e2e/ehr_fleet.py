@@ -9,11 +9,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
+
 from bench.fleet_runner import Fleet
 from tests.e2e.fleet import TENANTS, backends
+from tests.e2e.gateway_calls import bearer
 from tests.reports.receivers import Receiver, https_receiver, make_tls
 
 _T = TypeVar("_T")
+EHR_CLIENT_ID = "skintriage-e2e"
 
 
 @contextmanager
@@ -44,3 +48,20 @@ def wait_until(check: Callable[[], _T], timeout: float = 60.0) -> _T:
             return value
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
+
+
+def register_fhir_endpoint(gateway: httpx.Client, receiver: Receiver, api_key: str, algorithm: str) -> None:
+    """Point the tenant's FHIR push at the local EHR (`PUT /v1/fhir-endpoint`, 201) and tell the
+    EHR the key SkinTriage will sign its client assertions with."""
+    endpoint = gateway.put(
+        "/v1/fhir-endpoint",
+        json={
+            "base_url": f"{receiver.base_url}/fhir",
+            "token_url": f"{receiver.base_url}/token",
+            "client_id": EHR_CLIENT_ID,
+            "algorithm": algorithm,
+        },
+        headers=bearer(api_key),
+    )
+    assert endpoint.status_code == 201, endpoint.text
+    receiver.jwks, receiver.client_id = endpoint.json()["jwks"], EHR_CLIENT_ID

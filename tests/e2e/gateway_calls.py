@@ -59,3 +59,20 @@ def submit_image_with_fields(
     """`POST /v1/images` with one `file` part and form fields (patient_ref, lesion_id, ...)."""
     files = {"file": (path.name, path.read_bytes(), "image/jpeg")}
     return gateway.post("/v1/images", files=files, data=fields, headers=bearer(api_key, **headers))
+
+
+def new_user_with_key(
+    gateway: httpx.Client, admin_key: str, name: str, role: str
+) -> tuple[dict[str, Any], str]:
+    """`POST /v1/users` then `POST /v1/users/{id}/api-keys`, as the tenant's admin: the new user
+    (UserView) and a key of theirs."""
+    user = gateway.post("/v1/users", json={"name": name, "role": role}, headers=bearer(admin_key))
+    assert user.status_code == 201, user.text
+    made: dict[str, Any] = user.json()
+    key = gateway.post(
+        f"/v1/users/{made['user_id']}/api-keys", json={"expires_in_days": None}, headers=bearer(admin_key)
+    )
+    assert key.status_code == 201, key.text
+    assert key.json()["user_id"] == made["user_id"]
+    api_key: str = key.json()["api_key"]
+    return made, api_key

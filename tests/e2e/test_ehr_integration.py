@@ -19,7 +19,7 @@ from pypdf import PdfReader
 from standardwebhooks import Webhook
 
 from bench.fleet_runner import Fleet
-from tests.e2e.ehr_fleet import fleet_with_ehr, wait_until
+from tests.e2e.ehr_fleet import fleet_with_ehr, register_fhir_endpoint, wait_until
 from tests.e2e.fleet import EMBEDDED, PRODUCTION, TENANTS
 from tests.e2e.gateway_calls import bearer, submit_batch, submit_image, wait_for_batch
 from tests.reports.fhir_invariants import check_bundle
@@ -45,18 +45,7 @@ def test_a_finished_job_reaches_the_ehr_and_the_webhook_and_reads_back_as_fhir_a
     fleet, receiver = integration
     key = fleet.api_keys[TENANTS[0]]
     with httpx.Client(base_url=fleet.gateway_url, timeout=60.0, trust_env=False) as gateway:
-        endpoint = gateway.put(
-            "/v1/fhir-endpoint",
-            json={
-                "base_url": f"{receiver.base_url}/fhir",
-                "token_url": f"{receiver.base_url}/token",
-                "client_id": "skintriage-e2e",
-                "algorithm": "RS384",
-            },
-            headers=bearer(key),
-        )
-        assert endpoint.status_code == 201, endpoint.text
-        receiver.jwks, receiver.client_id = endpoint.json()["jwks"], "skintriage-e2e"
+        register_fhir_endpoint(gateway, receiver, key, "RS384")
         hook = gateway.post(
             "/v1/webhooks",
             json={"url": f"{receiver.base_url}/hook", "events": ["job.finished", "batch.finished"]},

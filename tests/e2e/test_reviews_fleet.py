@@ -17,9 +17,9 @@ from fhir.resources.R4B.bundle import Bundle
 from pypdf import PdfReader
 
 from bench.fleet_runner import Fleet
-from tests.e2e.ehr_fleet import fleet_with_ehr, wait_until
+from tests.e2e.ehr_fleet import fleet_with_ehr, register_fhir_endpoint, wait_until
 from tests.e2e.fleet import EMBEDDED, PRODUCTION, TENANTS
-from tests.e2e.gateway_calls import bearer, error_code, submit_image
+from tests.e2e.gateway_calls import bearer, error_code, new_user_with_key, submit_image
 from tests.reports.fhir_invariants import check_bundle
 from tests.reports.receivers import Receiver
 
@@ -39,16 +39,6 @@ def signing(
         yield pair
 
 
-def _user_key(gateway: httpx.Client, admin: str, name: str, role: str) -> str:
-    """A new user of the admin's tenant with `role`, and a key of theirs."""
-    user = gateway.post("/v1/users", json={"name": name, "role": role}, headers=bearer(admin))
-    assert user.status_code == 201, user.text
-    key = gateway.post(f"/v1/users/{user.json()['user_id']}/api-keys", json={}, headers=bearer(admin))
-    assert key.status_code == 201, key.text
-    api_key: str = key.json()["api_key"]
-    return api_key
-
-
 def _priority_order(jobs: list[dict[str, Any]]) -> list[str]:
     """The worklist's order for done, unreviewed jobs: urgent first, then the others, oldest first."""
     ordered = sorted(
@@ -63,20 +53,9 @@ def test_a_clinician_signs_off_and_the_ehr_receives_the_final_report(
     fleet, receiver = signing
     admin = fleet.api_keys[TENANTS[0]]  # the tenant's first key acts as its admin
     with httpx.Client(base_url=fleet.gateway_url, timeout=60.0, trust_env=False) as gateway:
-        clinician = _user_key(gateway, admin, "Dr Florence E2E", "clinician")
-        integrator = _user_key(gateway, admin, "EHR bridge", "integrator")
-        endpoint = gateway.put(
-            "/v1/fhir-endpoint",
-            json={
-                "base_url": f"{receiver.base_url}/fhir",
-                "token_url": f"{receiver.base_url}/token",
-                "client_id": "skintriage-e2e",
-                "algorithm": "ES384",
-            },
-            headers=bearer(integrator),
-        )
-        assert endpoint.status_code == 201, endpoint.text
-        receiver.jwks, receiver.client_id = endpoint.json()["jwks"], "skintriage-e2e"
+        _, clinician = new_user_with_key(gateway, admin, "Dr Florence E2E", "clinician")
+        _, integrator = new_user_with_key(gateway, admin, "EHR bridge", "integrator")
+        register_fhir_endpoint(gateway, receiver, integrator, "ES384")
 
         jobs = []
         for path in ham_images[:IMAGES]:

@@ -16,7 +16,7 @@ import pytest
 
 from bench.fleet_runner import Fleet
 from tests.e2e.fleet import EMBEDDED, PRODUCTION, TENANTS, backends
-from tests.e2e.gateway_calls import bearer, error_code, submit_image
+from tests.e2e.gateway_calls import bearer, error_code, new_user_with_key, submit_image
 
 pytestmark = pytest.mark.e2e
 
@@ -42,13 +42,6 @@ def _made(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def _new_user(gateway: httpx.Client, admin_key: str, name: str, role: str) -> tuple[dict[str, Any], str]:
-    user = _made(gateway.post("/v1/users", json={"name": name, "role": role}, headers=bearer(admin_key)))
-    key = _made(gateway.post(f"/v1/users/{user['user_id']}/api-keys", json={}, headers=bearer(admin_key)))
-    assert key["user_id"] == user["user_id"]
-    return user, key["api_key"]
-
-
 @pytest.fixture(scope="module", params=[PRODUCTION, EMBEDDED])
 def fleet(
     request: pytest.FixtureRequest, tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory
@@ -69,8 +62,8 @@ def fleet(
 def people(fleet: Fleet) -> Iterator[People]:
     with httpx.Client(base_url=fleet.gateway_url, timeout=60.0, trust_env=False) as gateway:
         admin_key = fleet.api_keys[TENANTS[0]]
-        clinician, clinician_key = _new_user(gateway, admin_key, "Dr Ana Chen", "clinician")
-        integrator, integrator_key = _new_user(gateway, admin_key, "EHR bridge", "integrator")
+        clinician, clinician_key = new_user_with_key(gateway, admin_key, "Dr Ana Chen", "clinician")
+        integrator, integrator_key = new_user_with_key(gateway, admin_key, "EHR bridge", "integrator")
         yield People(
             gateway,
             admin_key,
@@ -169,7 +162,7 @@ def test_a_revoked_key_is_refused_at_once_by_the_gateway_that_revoked_it(people:
 
 def test_a_disabled_users_key_is_refused_and_an_admin_cannot_disable_themselves(people: People) -> None:
     gateway = people.gateway
-    leaver, leaver_key = _new_user(gateway, people.admin_key, "Dr Leaving", "clinician")
+    leaver, leaver_key = new_user_with_key(gateway, people.admin_key, "Dr Leaving", "clinician")
     assert gateway.get("/v1/me", headers=bearer(leaver_key)).status_code == 200
     disabled = gateway.post(f"/v1/users/{leaver['user_id']}/disable", headers=bearer(people.admin_key))
     assert disabled.status_code == 200 and disabled.json()["disabled_at"] is not None

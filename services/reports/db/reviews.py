@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import cast
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -220,11 +220,13 @@ def list_reviews(session: Session, tenant_id: str, job_id: str) -> tuple[list[Re
 def latest_reviews(session: Session, reports: Iterable[Report]) -> dict[str, Review]:
     """job id -> the latest review, for every reviewed report given, in ONE query (a page of the
     worklist must not cost a query per row)."""
-    wanted = {report.job_id: report.review_version for report in reports if report.review_version is not None}
-    if not wanted:
+    reviewed = [report.job_id for report in reports if report.review_version is not None]
+    if not reviewed:
         return {}
-    rows = session.scalars(select(Review).where(Review.job_id.in_(list(wanted))))
-    return {row.job_id: row for row in rows if wanted[row.job_id] == row.version}
+    # Only each job's latest version (the report names it), never its earlier ones.
+    latest = and_(Report.job_id == Review.job_id, Report.review_version == Review.version)
+    rows = session.scalars(select(Review).join(Report, latest).where(Review.job_id.in_(reviewed)))
+    return {row.job_id: row for row in rows}
 
 
 def latest_review(session: Session, report: Report) -> Review | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -11,15 +12,9 @@ from sqlalchemy.orm import Session, contains_eager
 from contracts.users import Role
 from services.reports.db.models import ApiKey, Tenant, User
 from services.reports.db.types import utc_now
-from services.reports.domain.api_keys import (
-    display_prefix,
-    generate_api_key,
-    hash_api_key,
-    new_key_id,
-    new_tenant_id,
-    new_user_id,
-)
-from services.reports.domain.errors import InvalidApiKeyError, TenantNotFoundError
+from services.reports.db.users import add_api_key, add_user, find_user, revoke_key
+from services.reports.domain.api_keys import hash_api_key, new_tenant_id
+from services.reports.domain.errors import InvalidApiKeyError, TenantNotFoundError, UserExistsError
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 # The user a key acts as when it is made without naming one (the CLI's default, and what keys
@@ -59,22 +54,25 @@ def get_or_create_tenant(session: Session, name: str) -> tuple[Tenant, bool]:
     return tenant, True
 
 
-def find_user(session: Session, tenant_id: str, name: str) -> User | None:
-    """The tenant's user with this name, if any."""
-    return session.scalar(select(User).where(User.tenant_id == tenant_id, User.name == name))
-
-
-def get_or_create_user(session: Session, tenant: Tenant, name: str, role: Role) -> tuple[User, bool]:
+def get_or_create_user(
+    session: Session,
+    tenant: Tenant,
+    name: str,
+    role: Role,
+    on_create: Callable[[User], None] | None = None,
+) -> tuple[User, bool]:
     """The tenant's user named `name` (created with `role` if needed; an existing user keeps its
-    role); the flag says whether it was created."""
+    role); the flag says whether it was created. `on_create` runs on a new user before the commit
+    (the CLI records its audit entry there, in the same transaction); a concurrent maker wins."""
     user = find_user(session, tenant.id, name)
     if user is not None:
         return user, False
-    user = User(id=new_user_id(), tenant_id=tenant.id, name=name, role=role.value)
-    session.add(user)
     try:
+        user = add_user(session, tenant.id, name, role)
+        if on_create is not None:
+            on_create(user)
         session.commit()
-    except IntegrityError:
+    except (UserExistsError, IntegrityError):
         session.rollback()
         existing = find_user(session, tenant.id, name)
         if existing is None:
@@ -92,16 +90,7 @@ def create_api_key(
         user, _ = get_or_create_user(session, tenant, DEFAULT_ADMIN_NAME, Role.admin)
     elif user.tenant_id != tenant.id:
         raise ValueError("the user belongs to another tenant")
-    raw_key = generate_api_key()
-    key = ApiKey(
-        id=new_key_id(),
-        tenant_id=tenant.id,
-        user_id=user.id,
-        prefix=display_prefix(raw_key),
-        key_sha256=hash_api_key(raw_key),
-        expires_at=utc_now() + expires_in if expires_in is not None else None,
-    )
-    session.add(key)
+    key, raw_key = add_api_key(session, user, expires_in)
     session.commit()
     return key, raw_key
 
@@ -128,8 +117,7 @@ def revoke_api_key(session: Session, key_id: str) -> ApiKey | None:
     key = session.get(ApiKey, key_id)
     if key is None:
         return None
-    if key.revoked_at is None:
-        key.revoked_at = utc_now()
+    if revoke_key(key):
         session.commit()
     return key
 

@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session, contains_eager
 
 from contracts.users import ApiKeyCreated, ApiKeyView, Role, UserView
 from services.reports.db.models import ApiKey, User
-from services.reports.db.tenants import find_user
 from services.reports.db.types import utc_now
 from services.reports.domain.api_keys import (
     display_prefix,
@@ -56,6 +55,11 @@ def key_view(key: ApiKey) -> ApiKeyView:
         expires_at=key.expires_at,
         last_used_at=key.last_used_at,
     )
+
+
+def find_user(session: Session, tenant_id: str, name: str) -> User | None:
+    """The tenant's user with this name, if any."""
+    return session.scalar(select(User).where(User.tenant_id == tenant_id, User.name == name))
 
 
 def get_user(session: Session, tenant_id: str, user_id: str) -> User:
