@@ -134,6 +134,12 @@ class InferenceTask(BaseModel):
         "comparing it with the lesion's other images needs (the embedding and the segmented lesion "
         "area); an image outside a lesion can never be compared, so it is spared that cost",
     )
+    awaited: bool = Field(
+        default=False,
+        description="a request waits for this job (`Prefer: wait`): the worker's job-finished "
+        "notification carries the stored job, even from a micro-batch, so the gateway answers "
+        "without reading it again",
+    )
 
 
 # Jobs per `inference.predict_chunk` message: what one ONNX Runtime call, one OOD call and one

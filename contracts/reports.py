@@ -117,6 +117,11 @@ class ReportUpsert(BaseModel):
     # Range-checked by reports per report (payloads.check_report), so in a worker's batch a bad
     # value fails its own report only.
     lesion_area_fraction: float | None = Field(default=None, description="in [0, 1]")
+    return_job: bool = Field(
+        default=False,
+        description="in a batch write (`PUT /internal/v1/reports`), answer the stored job in its "
+        "outcome, as the single PUT always does (a request waits for it)",
+    )
 
 
 # Reports written, or jobs marked running, in one call (a worker's micro-batch).
@@ -136,6 +141,7 @@ class ReportUpsertOutcome(BaseModel):
     job_id: str
     status: JobStatus | None = None
     error: ErrorDetail | None = None
+    job: JobView | None = Field(default=None, description="the stored job, when the report asked for it")
 
 
 class ReportUpsertBatchResult(BaseModel):

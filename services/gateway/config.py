@@ -49,7 +49,8 @@ class Settings(BaseSettings):
         default=8,
         ge=1,
         le=MAX_CHUNK_JOBS,
-        description="a batch's jobs per queued message (a worker micro-batch); 1 = a message per job",
+        description="a batch's jobs per queued message (a worker micro-batch), and the most "
+        "concurrent single submissions registered and queued together; 1 = a message per job",
     )
 
     # Overload: refuse new work up front (503 `queue.full`, 429 `rate.limited`), never drop accepted work.

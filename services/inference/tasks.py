@@ -328,7 +328,7 @@ def predict_chunk(
             )
         except TransientError as exc:
             retry_transient(self, exc, payload, started)
-        resources.finished.notify([finished(o.job_id, tasks[0].tenant_id, o.status) for o in outcomes])
+        resources.finished.notify([finished(o.job_id, tasks[0].tenant_id, o.status, o.job) for o in outcomes])
         statuses = Counter(outcome.status.value for outcome in outcomes)
         log.info(
             "task.chunk_done",

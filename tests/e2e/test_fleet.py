@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import uuid
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ from PIL import Image
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from bench.fleet_runner import Fleet
 from contracts.bundle import BundleManifest
 from model_bundle.loader import load_manifest
 from services.reports.db.models import Job, Report
@@ -82,6 +84,39 @@ def test_a_ham_image_with_prefer_wait_comes_back_done_with_triage_and_a_heatmap(
     assert heatmap.headers["content-type"] == "image/png"
     assert heatmap.content.startswith(PNG_SIGNATURE)
     assert Image.open(io.BytesIO(heatmap.content)).format == "PNG"
+
+
+def test_concurrent_waited_images_each_get_the_result_they_get_alone_some_run_as_one_micro_batch(
+    fleet: Fleet, gateway: httpx.Client, key_a: str, ham_images: list[Path]
+) -> None:
+    # Issue 9: single submissions that arrive while others of the tenant are being registered
+    # are registered and queued together, and the worker runs them as one micro-batch.
+    paths = ham_images[:8]
+    alone = {}
+    for path in paths:
+        answer = submit_image(gateway, key_a, path.name, path.read_bytes(), Prefer="wait=30")
+        assert answer.status_code == 200, answer.text
+        alone[path.name] = answer.json()["result"]
+
+    def submit(path: Path) -> tuple[str, httpx.Response]:
+        with httpx.Client(base_url=fleet.gateway_url, timeout=60.0, trust_env=False) as client:
+            return path.name, submit_image(client, key_a, path.name, path.read_bytes(), Prefer="wait=30")
+
+    with ThreadPoolExecutor(len(paths)) as pool:
+        answers = list(pool.map(submit, paths * 3))
+
+    chunked = 0
+    for name, answer in answers:
+        assert answer.status_code == 200, answer.text
+        result = answer.json()["result"]
+        assert result["status"] == alone[name]["status"]
+        assert result["triage_level"] == alone[name]["triage_level"]
+        probabilities = (result["prediction"] or {}).get("probabilities", {})
+        expected = (alone[name]["prediction"] or {}).get("probabilities", {})
+        assert probabilities == pytest.approx(expected, abs=1e-5)  # its own image's, never a neighbour's
+        chunked += result["timings_ms"].get("chunk_jobs", 1) >= 2
+    assert len({answer.json()["job_id"] for _, answer in answers}) == len(answers)
+    assert chunked > 0, "no concurrent submission ran in a micro-batch"
 
 
 def test_a_batch_of_ham_images_finishes_and_every_report_is_stored_with_the_bundles_model(

@@ -77,6 +77,10 @@ class FakeReports:
     reads: dict[str, int] = field(default_factory=dict)
     failed_jobs: list[str] = field(default_factory=list)
     refuse_job_ids: set[str] = field(default_factory=set)  # the bulk route answers these with an error
+    # Registrations of these filenames are refused by both routes, as reports refuses an unknown
+    # lesion (404 lesion.not_found); every registration call is recorded (its job ids).
+    refuse_filenames: set[str] = field(default_factory=set)
+    registration_calls: list[list[str]] = field(default_factory=list)
 
     def install(self, router: respx.MockRouter) -> None:
         """Route reports' internal API to this fake. Routes are named so that a test can
@@ -172,8 +176,12 @@ class FakeReports:
     def _create_job(self, request: httpx.Request) -> httpx.Response:
         tenant_id = self._tenant(request)
         body = json.loads(request.content)
+        if request.url.path.endswith("/jobs"):  # the single route, not a bulk call's job
+            self.registration_calls.append([body["job_id"]])
         if tenant_id is None or body["tenant_id"] != tenant_id:
             return _error(400, "request.tenant_mismatch")
+        if body.get("filename") in self.refuse_filenames:
+            return _error(404, "lesion.not_found")
         key = body.get("idempotency_key")
         if key is not None:
             for job_id, job in self.jobs.items():
@@ -190,6 +198,7 @@ class FakeReports:
     def _create_jobs(self, request: httpx.Request) -> httpx.Response:
         """The bulk route: each job as `_create_job` answers it, an error in its place."""
         results = []
+        self.registration_calls.append([job["job_id"] for job in json.loads(request.content)["jobs"]])
         for job in json.loads(request.content)["jobs"]:
             if job["job_id"] in self.refuse_job_ids:
                 results.append({"error": {"code": "request.invalid", "message": "refused by the test"}})

@@ -18,6 +18,7 @@ import respx
 from PIL import Image
 
 from contracts.jobs import InferenceTask, StoredImage
+from contracts.notifications import JobFinished
 
 # services.inference.celery_app reads its settings at import, as a worker does at start-up; these
 # must exist before any test module imports it. Per-test settings are passed explicitly below.
@@ -130,3 +131,16 @@ def mocked() -> Iterator[respx.MockRouter]:
             200, json={}
         )
         yield router
+
+
+class RecordingNotifier:
+    """Keeps what the task would have published."""
+
+    def __init__(self) -> None:
+        self.sent: list[JobFinished] = []
+
+    def notify(self, finished: list[JobFinished]) -> None:
+        self.sent.extend(finished)
+
+    def close(self) -> None:
+        pass

@@ -5,6 +5,7 @@ bundle and real HAM10000 images; respx at the HTTP seam, answering per item as t
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,11 +17,12 @@ import pytest
 import respx
 
 from contracts.jobs import InferenceTask, JobStatus
+from services.inference import tasks as inference_tasks
 from services.inference.domain.errors import TransientError
 from services.inference.domain.pipeline import run_chunk, run_job
 from services.inference.resources import WorkerResources
 from services.inference.tasks import predict_chunk
-from tests.inference.conftest import OOD_URL, REPORTS_URL, TENANT_ID, store_image, verdict
+from tests.inference.conftest import OOD_URL, REPORTS_URL, TENANT_ID, RecordingNotifier, store_image, verdict
 
 BAD_EMBEDDING = {"code": "ood.bad_embedding", "message": "expected an embedding of length 1280"}
 
@@ -59,7 +61,17 @@ class Services:
                 )
             else:
                 self.stored.append(report)
-                results.append({"job_id": report["job_id"], "status": report["status"]})
+                result = {"job_id": report["job_id"], "status": report["status"]}
+                if report.get("return_job"):  # as reports answers: the stored job's view
+                    now = "2026-01-01T00:00:00+00:00"
+                    result["job"] = {
+                        "job_id": report["job_id"],
+                        "status": report["status"],
+                        "metadata": {},
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                results.append(result)
         return httpx.Response(200, json={"results": results})
 
     def jobs_running(self, request: httpx.Request) -> httpx.Response:
@@ -234,3 +246,29 @@ def test_a_chunk_whose_jobs_are_all_finished_runs_nothing(
 
     assert all(o.status is JobStatus.done for o in outcomes)
     assert services.scored == [] and services.stored == []
+
+
+def test_a_chunk_notifies_each_awaited_job_with_its_stored_view_and_the_others_without(
+    tasks: list[InferenceTask],
+    resources: WorkerResources,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Concurrent single submissions grouped by the gateway: a waiting request is answered from
+    # the notification, so its job travels in it; a batch's jobs (nobody waits) travel without.
+    notifier = RecordingNotifier()
+    monkeypatch.setattr(
+        inference_tasks, "get_resources", lambda: dataclasses.replace(resources, finished=notifier)
+    )
+    awaited = [task.model_copy(update={"awaited": True}) for task in tasks[:2]]
+    payload = {"tasks": [t.model_dump(mode="json") for t in [*awaited, *tasks[2:]]]}
+
+    predict_chunk.apply(kwargs={"payload": payload}).get()
+
+    assert [report.get("return_job", False) for report in services.stored] == [True, True, False, False]
+    sent = {message.job_id: message for message in notifier.sent}
+    assert sorted(sent) == [task.job_id for task in tasks]
+    for task in tasks[:2]:
+        job = sent[task.job_id].job
+        assert job is not None and job.job_id == task.job_id and job.status == JobStatus.done
+    assert sent["job-2"].job is None and sent["job-3"].job is None

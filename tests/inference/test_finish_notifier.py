@@ -23,7 +23,7 @@ from services.inference.adapters.finish_notifier import (
 )
 from services.inference.resources import WorkerResources
 from services.inference.tasks import predict
-from tests.inference.conftest import JOB_ID
+from tests.inference.conftest import JOB_ID, RecordingNotifier
 
 
 def _received(pubsub: redis.client.PubSub, count: int) -> list[JobFinished]:
@@ -60,19 +60,6 @@ def test_a_redis_that_is_down_loses_the_notification_quietly() -> None:
 def test_a_broker_without_pub_sub_gets_no_notifier() -> None:
     assert isinstance(finish_notifier("sqla+sqlite:///var/celery-broker.db"), NoFinishNotifier)
     assert isinstance(finish_notifier("redis://127.0.0.1:6379/0"), RedisFinishNotifier)
-
-
-class RecordingNotifier:
-    """Keeps what the task would have published."""
-
-    def __init__(self) -> None:
-        self.sent: list[JobFinished] = []
-
-    def notify(self, finished: list[JobFinished]) -> None:
-        self.sent.extend(finished)
-
-    def close(self) -> None:
-        pass
 
 
 def _job_view(job_id: str, status: str) -> dict[str, Any]:

@@ -59,12 +59,29 @@ def test_put_reports_stores_each_report_and_refuses_the_bad_ones_alone(
     assert response.status_code == 200
     results = response.json()["results"]
     assert [r["job_id"] for r in results] == ["j1", "missing", "j2", "j2"]
-    assert results[0] == {"job_id": "j1", "status": "done", "error": None}
+    assert results[0] == {"job_id": "j1", "status": "done", "error": None, "job": None}
     assert results[1]["error"]["code"] == "job.not_found"
     assert results[2]["error"]["code"] == "request.tenant_mismatch"
     assert results[3]["status"] == "rejected"
     assert _status(client, tenant, "j1") == "done"
     assert _status(client, tenant, "j2") == "rejected"
+
+
+def test_put_reports_answers_the_stored_job_only_for_a_report_that_asks_for_it(
+    client: TestClient, tenant: str
+) -> None:
+    for job_id in ("awaited", "not_awaited"):
+        _create(client, tenant, job_id)
+    reports = [report_body(tenant, "awaited") | {"return_job": True}, report_body(tenant, "not_awaited")]
+
+    response = client.put("/internal/v1/reports", json={"reports": reports}, headers=tenant_headers(tenant))
+
+    assert response.status_code == 200
+    awaited, not_awaited = response.json()["results"]
+    stored = client.get(f"{JOBS}/awaited", headers=tenant_headers(tenant)).json()
+    assert awaited["job"] == stored  # what a waiting gateway would otherwise read
+    assert awaited["job"]["status"] == "done" and awaited["job"]["result"]["prediction"] is not None
+    assert not_awaited["job"] is None and not_awaited["status"] == "done"
 
 
 def test_put_reports_refuses_an_empty_or_oversized_batch(client: TestClient, tenant: str) -> None:

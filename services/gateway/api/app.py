@@ -38,9 +38,11 @@ from services.gateway.api.routes import (
     reports,
     reviews,
 )
+from services.gateway.api.submission import register_group
 from services.gateway.config import Settings, get_settings
 from services.gateway.domain.admission import QueueDepthGuard, TenantRateLimiter
 from services.gateway.domain.auth import ApiKeyCache
+from services.gateway.domain.group_commit import GroupCommit
 
 # Room for the metadata fields and multipart boundaries around one image.
 _FORM_OVERHEAD_BYTES = 64 * 1024
@@ -128,6 +130,7 @@ def create_app(
                 retry_after_seconds=settings.queue_full_retry_after_seconds,
                 cache_seconds=settings.queue_depth_cache_seconds,
             ),
+            registrations=GroupCommit(register_group, settings.task_chunk_size),
             finish_listener=finished,
         )
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from anyio import CapacityLimiter
 from fastapi import Depends, Form, Header, Path, Request
@@ -26,7 +26,11 @@ from services.gateway.domain.admission import QueueDepthGuard, TenantRateLimiter
 from services.gateway.domain.auth import ApiKeyCache, Principal, current_actor
 from services.gateway.domain.batch import BatchLimits
 from services.gateway.domain.errors import ForbiddenRoleError, InvalidApiKeyError, MissingApiKeyError
+from services.gateway.domain.group_commit import GroupCommit
 from services.gateway.domain.upload_validation import ImageLimits
+
+if TYPE_CHECKING:  # submission builds on this module
+    from services.gateway.api.submission import Registration, RegistrationKey, Submitted
 
 # reports refuses longer keys (contracts.records.ApiKeyVerifyRequest): no round trip for those.
 _MAX_API_KEY_LENGTH = 256
@@ -45,6 +49,8 @@ class GatewayContext:
     decode_slots: CapacityLimiter  # worker threads that may decode images at the same time
     rate_limiter: TenantRateLimiter
     queue_guard: QueueDepthGuard
+    # Single submissions registered and queued together while others of the tenant are in flight.
+    registrations: GroupCommit[RegistrationKey, Registration, Submitted]
     finish_listener: FinishListener | None = None  # None: no pub/sub on this broker, waits poll
 
     async def admit(self, tenant_id: str, images: int) -> None:

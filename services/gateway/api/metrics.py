@@ -31,6 +31,12 @@ class Metrics:
             "jobs queued for inference (one per task, or several per chunk)",
             registry=self.registry,
         )
+        # jobs queued / messages sent = the mean micro-batch a worker gets.
+        self.task_messages = Counter(
+            "gateway_task_messages_total",
+            "task messages sent to the broker (a chunk message carries several jobs)",
+            registry=self.registry,
+        )
 
     def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one finished request (the request-context middleware calls this)."""

@@ -30,7 +30,7 @@ from contracts.reports import JobFailure, JobView
 from services.gateway.adapters.finish_listener import FinishListener
 from services.gateway.adapters.reports_client import ReportsClient
 from services.gateway.api.deps import GatewayContext
-from services.gateway.domain.auth import Principal
+from services.gateway.domain.auth import Principal, current_actor
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,21 @@ class Submitted:
 
     job: JobView
     replayed: bool
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One single submission on its way to reports and the queue (`GatewayContext.registrations`
+    groups concurrent ones: `services.gateway.domain.group_commit`)."""
+
+    context: GatewayContext
+    job: JobCreate
+    request_id: str
+    awaited: bool  # the request waits for the result (`Prefer: wait`)
+
+
+# What the jobs of one registration call share: the tenant and the acting user (the actor header).
+RegistrationKey = tuple[str, str | None]
 
 
 def new_id() -> str:
@@ -78,6 +93,7 @@ async def replay_task(
     image: StoredImage,
     metadata: ImageMetadata,
     request_id: str,
+    awaited: bool = False,
 ) -> tuple[JobView, InferenceTask | None]:
     """For an Idempotency-Key retry: a job failed with one of UNQUEUED_ERROR_CODES never reached
     the broker (its publish failed, or its registration outlasted this gateway's patience), so it is
@@ -89,7 +105,7 @@ async def replay_task(
     job = await context.reports.requeue_job(tenant_id, job.job_id, request_id=request_id)
     if job.status != JobStatus.queued:
         return job, None
-    return job, inference_task(job, tenant_id, image, metadata, request_id)
+    return job, inference_task(job, tenant_id, image, metadata, request_id, awaited=awaited)
 
 
 def job_create(
@@ -115,7 +131,13 @@ def job_create(
 
 
 def inference_task(
-    job: JobView, tenant_id: str, image: StoredImage, metadata: ImageMetadata, request_id: str
+    job: JobView,
+    tenant_id: str,
+    image: StoredImage,
+    metadata: ImageMetadata,
+    request_id: str,
+    *,
+    awaited: bool = False,
 ) -> InferenceTask:
     """The task message of a newly registered job."""
     return InferenceTask(
@@ -127,6 +149,7 @@ def inference_task(
         # Only what a model may fuse: identifiers (patient_ref, client_ref) stay out of the broker.
         clinical=metadata.clinical(),
         track_lesion=job.metadata.lesion_id is not None,
+        awaited=awaited,
     )
 
 
@@ -141,17 +164,87 @@ async def submit_job(
     batch_id: str | None,
     request_id: str,
     dicom: DicomRef | None = None,
+    awaited: bool = False,
 ) -> Submitted:
     """Register the job and queue its task when reports says it is new; a replay queues only a
-    job that never reached the queue (`replay_task`)."""
-    registration = job_create(principal, image, metadata, filename, idempotency_key, batch_id, dicom)
-    job, replayed = await context.reports.create_job(registration, request_id=request_id)
+    job that never reached the queue (`replay_task`). Concurrent submissions of one tenant and
+    user are registered and queued together (`register_group`)."""
+    registration = Registration(
+        context,
+        job_create(principal, image, metadata, filename, idempotency_key, batch_id, dicom),
+        request_id,
+        awaited,
+    )
+    actor = current_actor.get()
+    key: RegistrationKey = (principal.tenant_id, actor.to_header() if actor is not None else None)
+    return await context.registrations.submit(key, registration)
+
+
+async def register_group(items: list[Registration]) -> list[Submitted | BaseException]:
+    """Register and queue concurrent single submissions of one tenant and user (`GroupCommit`'s
+    runner): one alone as before; several with one bulk registration and one chunk message (one
+    worker micro-batch), each with its own outcome. A registration reports refuses is tried again
+    alone, so that its request fails exactly as it would alone (nothing was written for it)."""
+    if len(items) == 1:
+        return [await _register_one(items[0])]
+    context = items[0].context
+    outcomes = await context.reports.create_jobs(
+        [item.job for item in items], tenant_id=items[0].job.tenant_id, request_id=items[0].request_id
+    )
+    results: list[Submitted | BaseException] = []
+    queued: list[tuple[int, InferenceTask]] = []
+    for item, outcome in zip(items, outcomes, strict=True):
+        if outcome.job is None:
+            try:
+                results.append(await _register_one(item))
+            except DomainError as exc:
+                results.append(exc)
+            continue
+        job, task = await _job_and_task(item, outcome.job, outcome.replayed)
+        if task is not None:
+            queued.append((len(results), task))
+        results.append(Submitted(job, replayed=outcome.replayed))
+    if queued:
+        try:
+            await queue_tasks(context, [task for _, task in queued], request_id=items[0].request_id)
+        except DomainError as exc:
+            for index, _ in queued:
+                results[index] = exc
+    return results
+
+
+async def _job_and_task(
+    item: Registration, job: JobView, replayed: bool
+) -> tuple[JobView, InferenceTask | None]:
+    """A registered job and the task to queue for it: a new job's, or what `replay_task` says."""
+    registered = item.job
     if replayed:
-        job, task = await replay_task(context, job, principal.tenant_id, image, metadata, request_id)
-    else:
-        task = inference_task(job, principal.tenant_id, image, metadata, request_id)
+        return await replay_task(
+            item.context,
+            job,
+            registered.tenant_id,
+            registered.image,
+            registered.metadata,
+            item.request_id,
+            item.awaited,
+        )
+    task = inference_task(
+        job,
+        registered.tenant_id,
+        registered.image,
+        registered.metadata,
+        item.request_id,
+        awaited=item.awaited,
+    )
+    return job, task
+
+
+async def _register_one(item: Registration) -> Submitted:
+    """One submission registered and queued on its own."""
+    job, replayed = await item.context.reports.create_job(item.job, request_id=item.request_id)
+    job, task = await _job_and_task(item, job, replayed)
     if task is not None:
-        await queue_tasks(context, [task], request_id=request_id)
+        await queue_tasks(item.context, [task], request_id=item.request_id)
     return Submitted(job, replayed=replayed)
 
 
@@ -201,6 +294,7 @@ async def queue_tasks(context: GatewayContext, tasks: list[InferenceTask], *, re
             await _record_unqueued(context.reports, task.job_id, task.tenant_id, request_id)
         raise
     context.metrics.tasks_published.inc(len(tasks))
+    context.metrics.task_messages.inc()
 
 
 _T = TypeVar("_T")

@@ -111,6 +111,7 @@ def _report(
         timings_ms=timings_ms,
         embedding_f16_b64=embedding,
         lesion_area_fraction=area,
+        return_job=task.awaited,
     )
 
 
@@ -215,6 +216,7 @@ class JobOutcome:
     job_id: str
     status: JobStatus
     error_code: str | None = None
+    job: JobView | None = None  # as stored, when a request waits for it (`InferenceTask.awaited`)
 
 
 def _fail(reports: ReportsClient, task: InferenceTask, code: str, message: str) -> JobOutcome:
@@ -296,7 +298,7 @@ def run_chunk(
         by_id = {task.job_id: task for task in tasks}
         for report, result in zip(upserts, stored, strict=True):
             if result.error is None:
-                outcomes[report.job_id] = JobOutcome(report.job_id, report.status)
+                outcomes[report.job_id] = JobOutcome(report.job_id, report.status, job=result.job)
             else:
                 task = by_id[report.job_id]
                 outcomes[report.job_id] = _fail(reports, task, result.error.code, result.error.message)

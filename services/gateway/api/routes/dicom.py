@@ -100,6 +100,7 @@ async def _submit_instance(
     principal: Principal,
     idempotency_key: str | None,
     request_id: str,
+    awaited: bool = False,
 ) -> tuple[DicomInstance, Submitted]:
     instance, image = await anyio.to_thread.run_sync(
         partial(_ingest, data, settings), limiter=context.decode_slots
@@ -115,6 +116,7 @@ async def _submit_instance(
         batch_id=None,
         request_id=request_id,
         dicom=_dicom_ref(instance),
+        awaited=awaited,
     )
     return instance, submitted
 
@@ -160,6 +162,7 @@ async def submit_dicom(
         raise DicomMediaTypeError("send the instance as `Content-Type: application/dicom`")
     await context.admit(principal.tenant_id, 1)
     data = await request.body()
+    wait = parse_wait(prefer, settings.max_wait_seconds)
     _, submitted = await _submit_instance(
         data,
         settings=settings,
@@ -167,13 +170,14 @@ async def submit_dicom(
         principal=principal,
         idempotency_key=idempotency_key,
         request_id=request_id,
+        awaited=wait > 0,
     )
     return await answer_submitted(
         response,
         context,
         submitted,
         tenant_id=principal.tenant_id,
-        wait=parse_wait(prefer, settings.max_wait_seconds),
+        wait=wait,
         request_id=request_id,
     )
 

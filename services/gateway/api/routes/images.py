@@ -88,6 +88,7 @@ async def submit_image(
     image = await anyio.to_thread.run_sync(
         prepare_image, data, image_limits(settings), limiter=context.decode_slots
     )
+    wait = parse_wait(prefer, settings.max_wait_seconds)
     submitted = await submit_job(
         context,
         principal=principal,
@@ -97,12 +98,13 @@ async def submit_image(
         idempotency_key=idempotency_key,
         batch_id=None,
         request_id=request_id,
+        awaited=wait > 0,
     )
     return await answer_submitted(
         response,
         context,
         submitted,
         tenant_id=principal.tenant_id,
-        wait=parse_wait(prefer, settings.max_wait_seconds),
+        wait=wait,
         request_id=request_id,
     )

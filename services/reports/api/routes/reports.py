@@ -97,18 +97,24 @@ def put_reports(
             session, tenant, [(report, heatmap) for _, report, heatmap in valid], settings.delivery_window
         )
         for (index, report, _), job in zip(valid, stored, strict=True):
-            outcomes[index] = ReportUpsertOutcome(job_id=report.job_id, status=JobStatus(job.status))
+            outcomes[index] = _stored(report, job)
     except DomainError:
         session.rollback()
         for index, report, heatmap in valid:
             try:
                 job = upsert_report(session, tenant, report, heatmap, settings.delivery_window)
-                outcomes[index] = ReportUpsertOutcome(job_id=report.job_id, status=JobStatus(job.status))
+                outcomes[index] = _stored(report, job)
             except DomainError as exc:
                 session.rollback()
                 outcomes[index] = _failed(report, exc)
     wake_dispatcher(request)
     return ReportUpsertBatchResult(results=[outcomes[i] for i in range(len(body.reports))])
+
+
+def _stored(report: ReportUpsert, job: Job) -> ReportUpsertOutcome:
+    """A stored report's outcome: its job's status, and the job itself when the worker asked."""
+    view = job_view(job) if report.return_job else None
+    return ReportUpsertOutcome(job_id=report.job_id, status=JobStatus(job.status), job=view)
 
 
 def _failed(report: ReportUpsert, exc: DomainError) -> ReportUpsertOutcome:
