@@ -301,8 +301,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--task-chunk-size", type=int, default=None, help="GATEWAY_TASK_CHUNK_SIZE (default: the gateway's)"
     )
+    parser.add_argument(
+        "--group-linger-ms", type=float, default=None, help="GATEWAY_GROUP_LINGER_MS (default: the gateway's)"
+    )
     parser.add_argument("--out", type=Path, help="default: bench/results/fleet-<UTC time>.json")
     return parser.parse_args(argv)
+
+
+def gateway_env(args: argparse.Namespace) -> dict[str, str]:
+    """The gateway settings the command line overrides."""
+    env = {}
+    if args.task_chunk_size:
+        env["GATEWAY_TASK_CHUNK_SIZE"] = str(args.task_chunk_size)
+    if args.group_linger_ms is not None:
+        env["GATEWAY_GROUP_LINGER_MS"] = str(args.group_linger_ms)
+    return env
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -323,9 +336,7 @@ def main(argv: list[str] | None = None) -> Path:
                 tenants=(TENANT,),
                 worker_concurrency=args.worker_concurrency,
                 ort_threads=args.ort_threads,
-                extra_env=(
-                    {"GATEWAY_TASK_CHUNK_SIZE": str(args.task_chunk_size)} if args.task_chunk_size else {}
-                ),
+                extra_env=gateway_env(args),
             ) as fleet,
         ):
             print(f"fleet ready in {time.perf_counter() - started:.1f} s ({backends.name})", flush=True)
@@ -366,6 +377,11 @@ def main(argv: list[str] | None = None) -> Path:
             "worker_concurrency": args.worker_concurrency or usable_cores(),
             "ort_threads": args.ort_threads,
             "task_chunk_size": args.task_chunk_size or Settings.model_fields["task_chunk_size"].default,
+            "group_linger_ms": (
+                args.group_linger_ms
+                if args.group_linger_ms is not None
+                else Settings.model_fields["group_linger_ms"].default
+            ),
         },
         "results": results,
     }

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
         description="a batch's jobs per queued message (a worker micro-batch), and the most "
         "concurrent single submissions registered and queued together; 1 = a message per job",
     )
+    group_linger_ms: float = Field(
+        default=50,
+        ge=0,
+        le=1000,
+        description="while the broker holds waiting messages (read with the queue bound, so only "
+        "when max_queue_depth > 0), how long concurrent single submissions wait for each other to "
+        "be queued as one micro-batch; 0 = never wait",
+    )
 
     # Overload: refuse new work up front (503 `queue.full`, 429 `rate.limited`), never drop accepted work.
     max_queue_depth: int = Field(

@@ -71,11 +71,13 @@ async def test_groups_never_exceed_max_items_and_keep_arrival_order() -> None:
     commit: GroupCommit[str, str, str] = GroupCommit(runner, max_items=2)
 
     tasks = [asyncio.create_task(commit.submit("k", item)) for item in "abcdef"]
-    await _until(lambda: commit.waiting() == 5)
+    await runner.started.wait()
+    assert commit.waiting() == 4
     runner.release.set()
 
     assert await asyncio.gather(*tasks) == list("ABCDEF")
-    assert runner.groups == [["a"], ["b", "c"], ["d", "e"], ["f"]]
+    # Submitted in one tick, before the first group started: it takes what fits.
+    assert runner.groups == [["a", "b"], ["c", "d"], ["e", "f"]]
 
 
 async def test_items_of_different_keys_never_share_a_group() -> None:
@@ -87,11 +89,11 @@ async def test_items_of_different_keys_never_share_a_group() -> None:
         asyncio.create_task(commit.submit(key, item))
         for key, item in [("t1", "a"), ("t2", "b"), ("t1", "c"), ("t2", "d"), ("t1", "e")]
     ]
-    await _until(lambda: commit.waiting() == 3)
+    await _until(lambda: len(runner.groups) == 2)
     runner.release.set()
 
     assert await asyncio.gather(*tasks) == ["A", "B", "C", "D", "E"]
-    assert sorted(runner.groups) == [["a"], ["b"], ["c", "e"], ["d"]]
+    assert sorted(runner.groups) == [["a", "c", "e"], ["b", "d"]]
 
 
 async def test_a_failing_group_fails_each_of_its_items_and_the_next_group_still_runs() -> None:
@@ -131,3 +133,44 @@ async def test_an_item_whose_request_went_away_before_its_group_started_is_left_
     assert await first == "A"
     assert await kept == "KEPT"
     assert runner.groups == [["a"], ["kept"]]
+
+
+async def test_under_a_backlog_a_group_lingers_until_it_is_full() -> None:
+    runner = Runner()
+    commit: GroupCommit[str, str, str] = GroupCommit(
+        runner, max_items=3, linger_seconds=30.0, should_linger=lambda: True
+    )
+
+    first = asyncio.create_task(commit.submit("k", "a"))
+    await asyncio.sleep(0.01)
+    assert runner.groups == []  # lingering: the broker has a backlog
+    second = asyncio.create_task(commit.submit("k", "b"))
+    await asyncio.sleep(0.01)
+    assert runner.groups == []
+    third = asyncio.create_task(commit.submit("k", "c"))  # the group is full: it goes at once
+
+    assert await asyncio.wait_for(asyncio.gather(first, second, third), 1.0) == ["A", "B", "C"]
+    assert runner.groups == [["a", "b", "c"]]
+
+
+async def test_under_a_backlog_a_group_goes_when_its_linger_is_over() -> None:
+    runner = Runner()
+    commit: GroupCommit[str, str, str] = GroupCommit(
+        runner, max_items=8, linger_seconds=0.05, should_linger=lambda: True
+    )
+    loop = asyncio.get_running_loop()
+
+    started = loop.time()
+    assert await commit.submit("k", "a") == "A"
+
+    assert 0.04 <= loop.time() - started < 1.0
+    assert runner.groups == [["a"]]
+
+
+async def test_without_a_backlog_nothing_lingers() -> None:
+    runner = Runner()
+    commit: GroupCommit[str, str, str] = GroupCommit(
+        runner, max_items=8, linger_seconds=30.0, should_linger=lambda: False
+    )
+
+    assert await asyncio.wait_for(commit.submit("k", "a"), 1.0) == "A"

@@ -117,6 +117,12 @@ def create_app(
         finished = listener if listener is not None else finish_listener(settings.broker_url)
         if finished is not None:
             await finished.start()
+        queue_guard = QueueDepthGuard(
+            task_publisher.queue_depth,
+            settings.max_queue_depth,
+            retry_after_seconds=settings.queue_full_retry_after_seconds,
+            cache_seconds=settings.queue_depth_cache_seconds,
+        )
         app.state.context = GatewayContext(
             reports=reports_client,
             publisher=task_publisher,
@@ -124,13 +130,13 @@ def create_app(
             metrics=metrics,
             decode_slots=anyio.CapacityLimiter(settings.max_concurrent_decodes),
             rate_limiter=TenantRateLimiter(settings.tenant_rate_per_second, settings.tenant_burst),
-            queue_guard=QueueDepthGuard(
-                task_publisher.queue_depth,
-                settings.max_queue_depth,
-                retry_after_seconds=settings.queue_full_retry_after_seconds,
-                cache_seconds=settings.queue_depth_cache_seconds,
+            queue_guard=queue_guard,
+            registrations=GroupCommit(
+                register_group,
+                settings.task_chunk_size,
+                linger_seconds=settings.group_linger_ms / 1000,
+                should_linger=queue_guard.backlog,
             ),
-            registrations=GroupCommit(register_group, settings.task_chunk_size),
             finish_listener=finished,
         )
         try:

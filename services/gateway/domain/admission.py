@@ -98,6 +98,12 @@ class QueueDepthGuard:
         self._clock = clock
         self._depth: int | None = None
         self._read_at = -math.inf
+        self._broker_depth: int | None = None  # as last read, without what was admitted since
+
+    def backlog(self) -> bool:
+        """Whether the broker held waiting messages at the last read (no read of its own): the
+        workers were all busy, so a job sent now would wait in the queue anyway."""
+        return self._broker_depth is not None and self._broker_depth > 0
 
     async def check(self, incoming: int = 1) -> None:
         """Raise `QueueFullError` when the queue is at its bound."""
@@ -105,7 +111,7 @@ class QueueDepthGuard:
             return
         now = self._clock()
         if now - self._read_at >= self._cache_seconds:
-            self._depth = await self._read_depth()
+            self._depth = self._broker_depth = await self._read_depth()
             self._read_at = now
         if self._depth is None or self._depth < self._max_depth:
             if self._depth is not None:

@@ -9,6 +9,12 @@ together, as one registration and one `inference.predict_chunk` message (one mic
 worker). Closed-loop clients answered together come back together, so under steady load the
 groups grow by themselves, up to `max_items`.
 
+Under a backlog (`should_linger`: the broker holds waiting messages, so the workers are all busy
+and a job sent now waits in the queue anyway) a group waits up to `linger_seconds` for more items
+before it starts, as a Kafka producer's `linger.ms` does: the waiting moves from the broker's
+queue into the group, and the group becomes one larger micro-batch. With no backlog nothing
+lingers, so a lone client never waits for company.
+
 Every item keeps its own outcome: a value or the exception its request raises. A request that
 went away before its group started is left out of it (nothing is registered for it); one that
 goes away later leaves its group running (its job is registered and queued all the same, as it
@@ -53,8 +59,11 @@ class GroupCommit(Generic[_KeyT, _ItemT, _ResultT]):
 
     run_group: GroupRunner[_ItemT, _ResultT]
     max_items: int
+    linger_seconds: float = 0.0
+    should_linger: Callable[[], bool] = lambda: False
     _pending: dict[_KeyT, deque[_Entry[_ItemT, _ResultT]]] = field(default_factory=dict)
     _running: set[_KeyT] = field(default_factory=set)
+    _filled: dict[_KeyT, asyncio.Event] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     groups_run: int = 0
     items_run: int = 0
@@ -64,39 +73,70 @@ class GroupCommit(Generic[_KeyT, _ItemT, _ResultT]):
         entry: _Entry[_ItemT, _ResultT] = _Entry(
             item, asyncio.get_running_loop().create_future(), contextvars.copy_context()
         )
-        self._pending.setdefault(key, deque()).append(entry)
+        queue = self._pending.setdefault(key, deque())
+        queue.append(entry)
         if key not in self._running:
             self._running.add(key)
             self._start_next(key)
+        elif len(queue) >= self._group_size() and (filled := self._filled.get(key)) is not None:
+            filled.set()  # a lingering group is full: it need not wait any longer
         return await entry.future
 
     def waiting(self) -> int:
         """Items waiting for a group of theirs to start (all keys)."""
         return sum(len(queue) for queue in self._pending.values())
 
+    def _group_size(self) -> int:
+        return max(1, self.max_items)
+
     def _start_next(self, key: _KeyT) -> None:
         """Start the key's next group from what is pending, or mark the key idle."""
         queue = self._pending.get(key)
-        group: list[_Entry[_ItemT, _ResultT]] = []
-        while queue and len(group) < max(1, self.max_items):
-            entry = queue.popleft()
-            if not entry.future.done():  # its request went away before the group started
-                group.append(entry)
+        while queue and queue[0].future.done():  # its request went away before its group started
+            queue.popleft()
         if not queue:
             self._pending.pop(key, None)
-        if not group:
             self._running.discard(key)
             return
-        task = asyncio.create_task(self._run(key, group), context=group[0].context)
+        task = asyncio.create_task(self._run(key), context=queue[0].context)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, key: _KeyT, group: list[_Entry[_ItemT, _ResultT]]) -> None:
-        outcomes: list[_ResultT | BaseException]
+    def _take(self, key: _KeyT) -> list[_Entry[_ItemT, _ResultT]]:
+        """The key's next group: up to `max_items` pending entries whose requests still wait."""
+        queue = self._pending.get(key)
+        group: list[_Entry[_ItemT, _ResultT]] = []
+        while queue and len(group) < self._group_size():
+            entry = queue.popleft()
+            if not entry.future.done():
+                group.append(entry)
+        return group
+
+    async def _linger(self, key: _KeyT) -> None:
+        """Under a backlog, wait up to `linger_seconds` for the group to fill."""
+        queue = self._pending.get(key)
+        if self.linger_seconds <= 0 or not queue or len(queue) >= self._group_size():
+            return
+        if not self.should_linger():
+            return
+        filled = self._filled[key] = asyncio.Event()
         try:
-            outcomes = await self.run_group([entry.item for entry in group])
-            if len(outcomes) != len(group):
-                raise RuntimeError(f"a group of {len(group)} answered {len(outcomes)} outcomes")
+            await asyncio.wait_for(filled.wait(), self.linger_seconds)
+        except TimeoutError:
+            pass
+        finally:
+            self._filled.pop(key, None)
+
+    async def _run(self, key: _KeyT) -> None:
+        group: list[_Entry[_ItemT, _ResultT]] = []
+        outcomes: list[_ResultT | BaseException] = []
+        try:
+            await self._linger(key)
+            group = self._take(key)
+            if group:
+                outcomes = await self.run_group([entry.item for entry in group])
+                if len(outcomes) != len(group):
+                    raise RuntimeError(f"a group of {len(group)} answered {len(outcomes)} outcomes")
         except Exception as exc:  # the whole group failed alike (reports or the broker is down)
             outcomes = [exc] * len(group)
         except BaseException:  # cancelled (the process is stopping): no request waits forever
@@ -104,8 +144,9 @@ class GroupCommit(Generic[_KeyT, _ItemT, _ResultT]):
                 entry.future.cancel()
             raise
         finally:
-            self.groups_run += 1
-            self.items_run += len(group)
+            if group:
+                self.groups_run += 1
+                self.items_run += len(group)
             self._start_next(key)
         for entry, outcome in zip(group, outcomes, strict=True):
             if entry.future.done():

@@ -49,6 +49,26 @@ def _existing(session: Session, tenant_id: str, body: JobCreate) -> Job | None:
     return job
 
 
+def _existing_many(session: Session, tenant_id: str, bodies: list[JobCreate]) -> list[Job | None]:
+    """`_existing` for each of several registrations, in two queries for all of them (the new
+    jobs are then written in one flush, not one INSERT after each lookup)."""
+    keys = [body.idempotency_key for body in bodies if body.idempotency_key is not None]
+    by_key: dict[str | None, Job] = {}
+    if keys:
+        keyed = select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key.in_(keys))
+        by_key = {job.idempotency_key: job for job in session.scalars(keyed)}
+    by_id = {
+        job.id: job for job in session.scalars(select(Job).where(Job.id.in_([b.job_id for b in bodies])))
+    }
+    found: list[Job | None] = []
+    for body in bodies:
+        job = by_key.get(body.idempotency_key) if body.idempotency_key is not None else None
+        if job is None and (job := by_id.get(body.job_id)) is not None and job.tenant_id != tenant_id:
+            raise JobConflictError("job id already in use", details={"job_id": body.job_id})
+        found.append(job)
+    return found
+
+
 def create_job(
     session: Session, tenant_id: str, body: JobCreate, image: bytes, submitter: Actor | None = None
 ) -> tuple[Job, bool]:
@@ -127,8 +147,9 @@ def create_jobs(
     for batch_id in {body.batch_id for body, _ in items if body.batch_id is not None}:
         get_batch(session, tenant_id, batch_id)
     results: list[tuple[Job, bool]] = []
-    for body, image in items:
-        existing = _existing(session, tenant_id, body)
+    for (body, image), existing in zip(
+        items, _existing_many(session, tenant_id, [b for b, _ in items]), strict=True
+    ):
         if existing is not None:
             results.append((existing, False))
             continue

@@ -70,7 +70,7 @@ def _stage(session: Session, tenant_id: str, body: ReportUpsert, heatmap: bytes 
         return job, False
     if job.status == JobStatus.failed.value:
         log.warning("report.after_failure", extra={"job_id": job.id, "tenant_id": tenant_id})
-    report = session.get(Report, body.job_id)
+    report = job.report  # loaded with the job (selectin): no second lookup
     if report is None:
         report = Report(job_id=job.id, tenant_id=tenant_id)
         job.report = report
@@ -116,7 +116,9 @@ def upsert_many(
     """Store several jobs' results in ONE transaction (a worker's micro-batch), each as
     `upsert_report` would; if it cannot commit (a concurrent first delivery of the same job), it
     is rolled back and each is stored on its own."""
+    loaded = load_jobs(session, tenant_id, [body.job_id for body, _ in items])
     staged = [_stage(session, tenant_id, body, heatmap) for body, heatmap in items]
+    del loaded  # held until here: the session keeps loaded rows only while they are referenced
     try:
         plan_job_finished(session, [job for job, ended in staged if ended], utc_now(), delivery_window)
         session.commit()
@@ -124,6 +126,22 @@ def upsert_many(
         session.rollback()
         return [upsert_report(session, tenant_id, body, heatmap, delivery_window) for body, heatmap in items]
     return [job for job, _ in staged]
+
+
+def load_jobs(session: Session, tenant_id: str, job_ids: list[str]) -> list[Job]:
+    """Load the tenant's jobs of a micro-batch (with their reports) in one query, so that each
+    job's lookup that follows is answered by the session (while the caller holds the list), not
+    by one query per job."""
+    return list(session.scalars(select(Job).where(Job.tenant_id == tenant_id, Job.id.in_(job_ids))))
+
+
+def refresh_has_heatmap(session: Session, jobs: list[Job]) -> None:
+    """Reload the stored reports of `jobs` in one query: `has_heatmap` is computed by the
+    database, so a report just written knows it only once read back."""
+    job_ids = [job.id for job in jobs if job.report is not None]
+    if job_ids:
+        statement = select(Report).where(Report.job_id.in_(job_ids))
+        session.scalars(statement.execution_options(populate_existing=True)).all()
 
 
 def get_heatmap(session: Session, tenant_id: str, job_id: str) -> bytes:

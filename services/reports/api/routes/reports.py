@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Path, Query, Request
+from sqlalchemy.orm import Session
 
 from contracts.bundle import TriageLevel
 from contracts.errors import DomainError, error_detail
@@ -34,7 +35,7 @@ from services.reports.api.views import job_view, job_views
 from services.reports.db.audit import record_read
 from services.reports.db.jobs import list_jobs
 from services.reports.db.models import Job
-from services.reports.db.reports import upsert_many, upsert_report
+from services.reports.db.reports import refresh_has_heatmap, upsert_many, upsert_report
 from services.reports.domain.listing import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -85,6 +86,7 @@ def put_reports(
     error in its place, and the others are stored all the same. The valid ones are written in one
     transaction; if that fails, each is stored on its own to find who fails."""
     outcomes: dict[int, ReportUpsertOutcome] = {}
+    stored_jobs: dict[int, tuple[ReportUpsert, Job]] = {}
     valid: list[tuple[int, ReportUpsert, bytes | None]] = []
     for index, report in enumerate(body.reports):
         try:
@@ -97,24 +99,35 @@ def put_reports(
             session, tenant, [(report, heatmap) for _, report, heatmap in valid], settings.delivery_window
         )
         for (index, report, _), job in zip(valid, stored, strict=True):
-            outcomes[index] = _stored(report, job)
+            stored_jobs[index] = (report, job)
     except DomainError:
         session.rollback()
         for index, report, heatmap in valid:
             try:
-                job = upsert_report(session, tenant, report, heatmap, settings.delivery_window)
-                outcomes[index] = _stored(report, job)
+                stored_jobs[index] = (
+                    report,
+                    upsert_report(session, tenant, report, heatmap, settings.delivery_window),
+                )
             except DomainError as exc:
                 session.rollback()
                 outcomes[index] = _failed(report, exc)
+    outcomes.update(_stored(session, stored_jobs))
     wake_dispatcher(request)
     return ReportUpsertBatchResult(results=[outcomes[i] for i in range(len(body.reports))])
 
 
-def _stored(report: ReportUpsert, job: Job) -> ReportUpsertOutcome:
-    """A stored report's outcome: its job's status, and the job itself when the worker asked."""
-    view = job_view(job) if report.return_job else None
-    return ReportUpsertOutcome(job_id=report.job_id, status=JobStatus(job.status), job=view)
+def _stored(session: Session, stored: dict[int, tuple[ReportUpsert, Job]]) -> dict[int, ReportUpsertOutcome]:
+    """Each stored report's outcome: its job's status, and the job itself where the worker asked
+    for it (a request waits on it); those views are built together, a few queries in all."""
+    wanted = [(index, job) for index, (report, job) in stored.items() if report.return_job]
+    refresh_has_heatmap(session, [job for _, job in wanted])
+    views = dict(
+        zip([index for index, _ in wanted], job_views(session, [job for _, job in wanted]), strict=True)
+    )
+    return {
+        index: ReportUpsertOutcome(job_id=report.job_id, status=JobStatus(job.status), job=views.get(index))
+        for index, (report, job) in stored.items()
+    }
 
 
 def _failed(report: ReportUpsert, exc: DomainError) -> ReportUpsertOutcome:
