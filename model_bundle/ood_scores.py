@@ -56,16 +56,29 @@ def energy_score(logits: NDArray[np.floating], temperature: float) -> FloatArray
     return out
 
 
+def mean_terms(class_means: NDArray[np.floating], precision: NDArray[np.floating]) -> FloatArray:
+    """mu_c'P mu_c per class: the part of every Mahalanobis distance that no image changes (K x D
+    x D multiply-adds, seven times the rest of one image's score), so a server computes it once."""
+    mu = np.asarray(class_means, dtype=np.float64)
+    out: FloatArray = ((mu @ np.asarray(precision, dtype=np.float64)) * mu).sum(axis=1)
+    return out
+
+
 def mahalanobis_score(
-    embeddings: NDArray[np.floating], class_means: NDArray[np.floating], precision: NDArray[np.floating]
+    embeddings: NDArray[np.floating],
+    class_means: NDArray[np.floating],
+    precision: NDArray[np.floating],
+    class_terms: NDArray[np.floating] | None = None,
 ) -> FloatArray:
-    """min over classes of (e - mu_c)^T P (e - mu_c), per row; 0 at a class mean."""
+    """min over classes of (e - mu_c)^T P (e - mu_c), per row; 0 at a class mean. `class_terms`:
+    `mean_terms(class_means, precision)` computed beforehand (the same numbers either way)."""
     e = _rows(embeddings)
     mu = np.asarray(class_means, dtype=np.float64)
     p = np.asarray(precision, dtype=np.float64)
+    terms = mean_terms(mu, p) if class_terms is None else np.asarray(class_terms, dtype=np.float64)
     # (e - mu)^T P (e - mu) = e'Pe - 2 e'P mu + mu'P mu, for all (row, class) pairs at once.
     ep = e @ p
-    d = (ep * e).sum(axis=1)[:, None] - 2.0 * ep @ mu.T + ((mu @ p) * mu).sum(axis=1)[None, :]
+    d = (ep * e).sum(axis=1)[:, None] - 2.0 * ep @ mu.T + terms[None, :]
     # P is positive semi-definite, so a negative distance is only float round-off.
     out: FloatArray = np.maximum(d.min(axis=1), 0.0)
     return out

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
         "concurrent single submissions registered and queued together; 1 = a message per job",
     )
     group_linger_ms: float = Field(
-        default=50,
+        default=20,
         ge=0,
         le=1000,
         description="while the broker holds waiting messages (read with the queue bound, so only "

@@ -100,6 +100,28 @@ async def test_the_queue_guard_refuses_at_the_bound_and_counts_what_it_admitted_
     await guard.check()
 
 
+async def test_the_backlog_is_the_brokers_depth_at_the_last_read_not_what_was_admitted_since() -> None:
+    depth: list[int | None] = [0]
+
+    async def read() -> int | None:
+        return depth[0]
+
+    clock = FakeClock()
+    guard = QueueDepthGuard(read, 100, retry_after_seconds=1, cache_seconds=1.0, clock=clock)
+    assert guard.backlog() is False  # nothing read yet
+    await guard.check()
+    await guard.check()  # admitted inside the window: counted for the bound, not as a backlog
+    assert guard.backlog() is False
+    depth[0] = 3
+    clock.now += 1.0
+    await guard.check()
+    assert guard.backlog() is True
+    depth[0] = None
+    clock.now += 1.0
+    await guard.check()
+    assert guard.backlog() is False  # unknown is no backlog: nothing lingers on a guess
+
+
 # -- through the API ------------------------------------------------------------------------------
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 from typing import Any
 
+import httpx
 import pytest
 import respx
 from PIL import Image
@@ -16,7 +18,7 @@ from contracts.ood_extra import QualityMeasurements
 from contracts.reports import HeatmapSource, ReportUpsert
 from model_bundle.heatmap import render_heatmap
 from services.inference.domain.errors import ImageCorruptError
-from services.inference.domain.pipeline import decode_image, run_job
+from services.inference.domain.pipeline import AlreadyFinishedError, decode_image, run_job
 from services.inference.resources import WorkerResources
 from tests.inference.conftest import JOB_ID, REPORTS_URL, REQUEST_ID, TENANT_ID, TOKEN, verdict
 
@@ -179,3 +181,41 @@ def test_image_bytes_of_another_format_than_declared_fail_with_image_corrupt(
 
     with pytest.raises(ImageCorruptError):
         _run(job.model_copy(update={"image": mislabeled}), resources)
+
+
+def test_the_job_is_marked_running_while_the_model_runs_not_before_it(
+    job: InferenceTask, resources: WorkerResources, mocked: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The mark-running round trip overlaps the model: reports is asked while ONNX Runtime runs.
+    # Were the call made first, the model would not have started when reports answers it.
+    model_started = threading.Event()
+    model_running_when_claimed: list[bool] = []
+    predictor = resources.predictor
+    run_model = predictor.run
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        model_started.set()
+        return run_model(*args, **kwargs)
+
+    def claim(request: httpx.Request) -> httpx.Response:
+        model_running_when_claimed.append(model_started.wait(timeout=5.0))
+        return httpx.Response(200, json={"changed": 1})
+
+    monkeypatch.setattr(predictor, "run", run)
+    mocked["job_running"].mock(side_effect=claim)
+
+    _run(job, resources)
+
+    assert model_running_when_claimed == [True]
+    assert _put_body(mocked)["status"] == "done"
+
+
+def test_a_claim_saying_the_job_already_ended_drops_the_model_output_unused(
+    job: InferenceTask, resources: WorkerResources, mocked: respx.MockRouter
+) -> None:
+    mocked["job_running"].respond(200, json={"changed": 0, "finished": {JOB_ID: "done"}})
+
+    with pytest.raises(AlreadyFinishedError):
+        _run(job, resources)
+
+    assert not mocked["ood"].called and not mocked["report_put"].called

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from model_bundle import ood_scores as formulas
 from services.ood.domain.scoring import DetectorStats, knn_score, mahalanobis_score, score_output
 
 UNIT_2D = np.asarray([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
@@ -75,3 +76,21 @@ def test_oriented_msp_is_one_minus_the_max_probability() -> None:
     assert scores.as_dict()["msp"] == pytest.approx(0.25)
     assert scores.oriented()["msp"] == pytest.approx(0.75)
     assert scores.oriented()["energy"] == scores.as_dict()["energy"]
+
+
+def test_the_class_terms_computed_once_give_exactly_the_scores_computed_per_request() -> None:
+    # The service keeps mu'P mu per class (DetectorStats.class_terms) instead of recomputing it for
+    # every image: the distances must be the very same numbers training's thresholds were fitted on.
+    rng = np.random.default_rng(7)
+    means = rng.normal(size=(7, 48))
+    root = rng.normal(size=(48, 48))
+    precision = root @ root.T
+    embeddings = rng.normal(size=(9, 48))
+    stats = DetectorStats(class_means=means, precision=precision, knn_reference=np.eye(48)[:10])
+
+    per_request = formulas.mahalanobis_score(embeddings, means, precision)
+    precomputed = formulas.mahalanobis_score(embeddings, means, precision, stats.class_terms)
+
+    assert np.array_equal(per_request, precomputed)
+    served = [mahalanobis_score(e, means, precision, stats.class_terms) for e in embeddings]
+    assert served == [mahalanobis_score(e, means, precision) for e in embeddings]

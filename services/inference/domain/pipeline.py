@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
+import functools
 import io
 import logging
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
@@ -35,7 +38,7 @@ from model_bundle.predictor import Predictor, RawOutput
 from model_bundle.segmentation import segment_lesion
 from services.inference.domain.clinical import metadata_used, model_context
 from services.inference.domain.errors import ImageCorruptError, ImageTooLargeError
-from services.inference.domain.ports import OodClient, ReportsClient
+from services.inference.domain.ports import OodClient, ReportsClient, RunClaim
 from services.inference.domain.quality import measure_quality
 
 log = logging.getLogger("services.inference.pipeline")
@@ -133,6 +136,31 @@ def _ood_request(
     )
 
 
+@functools.cache
+def _claim_thread() -> ThreadPoolExecutor:
+    """This process's thread for the mark-running call, made on first use (so in each prefork
+    child, after the fork: threads do not survive one)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-claim")
+
+
+def _claim_meanwhile(
+    reports: ReportsClient, job_ids: list[str], tenant_id: str, request_id: str | None, runner: str | None
+) -> Future[RunClaim]:
+    """Mark the jobs running from another thread while this one runs the model (ONNX Runtime
+    releases the GIL): the round trip to reports no longer adds to a job's latency. A job the
+    claim says is finished or held elsewhere has its model output dropped, unused, as before it
+    was never computed; only a redelivery (rare) pays for that."""
+    context = contextvars.copy_context()  # the request id, for the client's log lines
+    return _claim_thread().submit(
+        context.run,
+        reports.mark_many_running,
+        job_ids,
+        tenant_id=tenant_id,
+        request_id=request_id,
+        runner=runner,
+    )
+
+
 def run_job(
     task: InferenceTask,
     predictor: Predictor,
@@ -159,26 +187,26 @@ def run_job_stored(
     t0 = clock()
     image = decode_image(task.image)
     t_decoded = clock()
-    claim = reports.mark_many_running(
-        [task.job_id], tenant_id=task.tenant_id, request_id=task.request_id, runner=runner
-    )
+    claiming = _claim_meanwhile(reports, [task.job_id], task.tenant_id, task.request_id, runner)
+    raw = predictor.run([image], [model_context(task.clinical)])[0]
+    t_inferred = clock()
+    claim = claiming.result()
     if (current := claim.finished.get(task.job_id)) is not None:
         # A redelivered task (a worker died after finishing, a visibility timeout, the sweeper):
         # run it again never; the first result, or the failure the client was told, stands.
         raise AlreadyFinishedError(task.job_id, current)
     if task.job_id in claim.busy:
         raise AlreadyRunningError(task.job_id)
-    t_marked = clock()
-    raw = predictor.run([image], [model_context(task.clinical)])[0]
-    t_inferred = clock()
+    t_claimed = clock()
     request = _ood_request(task, predictor, raw, image)
     t_measured = clock()
     verdict = ood.score(request, tenant_id=task.tenant_id, request_id=task.request_id)
     t_scored = clock()
     timings = {
         "decode": _ms(t0, t_decoded),
-        "inference": _ms(t_marked, t_inferred),
-        "quality": _ms(t_inferred, t_measured),
+        "inference": _ms(t_decoded, t_inferred),
+        "claim_wait": _ms(t_inferred, t_claimed),  # what the mark-running call added after the model
+        "quality": _ms(t_claimed, t_measured),
         "ood": _ms(t_measured, t_scored),
     }
     report = _report(task, predictor, raw, image, verdict, timings)
@@ -251,23 +279,26 @@ def run_chunk(
         except (ImageCorruptError, ImageTooLargeError) as exc:
             outcomes[task.job_id] = _fail(reports, task, exc.code, exc.message)
     t_decoded = clock()
-    if decoded:
-        jobs = [task.job_id for task, _ in decoded]
-        claim = reports.mark_many_running(jobs, tenant_id=tenant_id, request_id=request_id, runner=runner)
-        for job_id, status in claim.finished.items():  # redelivered: their first result stands
-            outcomes[job_id] = JobOutcome(job_id, status)
-        # Another task holds these (two messages for one job): it runs them, this one skips them.
-        decoded = [
-            (task, image)
-            for task, image in decoded
-            if task.job_id not in claim.finished and task.job_id not in claim.busy
-        ]
     if not decoded:
         return [outcomes[task.job_id] for task in tasks if task.job_id in outcomes]
-    t_marked = clock()
-    images = [image for _, image in decoded]
-    raws = predictor.run(images, [model_context(task.clinical) for task, _ in decoded])
+    claiming = _claim_meanwhile(reports, [task.job_id for task, _ in decoded], tenant_id, request_id, runner)
+    all_raws = predictor.run(
+        [image for _, image in decoded], [model_context(task.clinical) for task, _ in decoded]
+    )
     t_inferred = clock()
+    claim = claiming.result()
+    t_claimed = clock()
+    for job_id, status in claim.finished.items():  # redelivered: their first result stands
+        outcomes[job_id] = JobOutcome(job_id, status)
+    # Another task holds these (two messages for one job): it runs them, this one skips them.
+    claimed = [
+        (pair, raw)
+        for pair, raw in zip(decoded, all_raws, strict=True)
+        if pair[0].job_id not in claim.finished and pair[0].job_id not in claim.busy
+    ]
+    if not claimed:
+        return [outcomes[task.job_id] for task in tasks if task.job_id in outcomes]
+    decoded, raws = [pair for pair, _ in claimed], [raw for _, raw in claimed]
     requests = [
         _ood_request(task, predictor, raw, image) for (task, image), raw in zip(decoded, raws, strict=True)
     ]
@@ -277,8 +308,9 @@ def run_chunk(
     n = len(decoded)
     timings = {
         "decode": _ms(t0, t_decoded) / n,
-        "inference": _ms(t_marked, t_inferred) / n,
-        "quality": _ms(t_inferred, t_measured) / n,
+        "inference": _ms(t_decoded, t_inferred) / n,
+        "claim_wait": _ms(t_inferred, t_claimed) / n,
+        "quality": _ms(t_claimed, t_measured) / n,
         "ood": _ms(t_measured, t_scored) / n,
         "chunk_jobs": float(len(tasks)),
     }

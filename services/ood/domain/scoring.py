@@ -14,7 +14,7 @@ detector's "msp" score is 1 - msp (`Scores.oriented`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,6 +36,11 @@ class DetectorStats:
     knn_reference: FloatArray
     oe_weight: FloatArray | None = None
     oe_bias: FloatArray | None = None
+    # mu'P mu per class, computed once here rather than in every request (`formulas.mean_terms`).
+    class_terms: FloatArray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "class_terms", formulas.mean_terms(self.class_means, self.precision))
 
 
 @dataclass(frozen=True)
@@ -71,10 +76,13 @@ def energy_score(logits: NDArray[np.floating], temperature: float) -> float:
 
 
 def mahalanobis_score(
-    embedding: NDArray[np.floating], class_means: NDArray[np.floating], precision: NDArray[np.floating]
+    embedding: NDArray[np.floating],
+    class_means: NDArray[np.floating],
+    precision: NDArray[np.floating],
+    class_terms: NDArray[np.floating] | None = None,
 ) -> float:
     """min over classes c of (e - mu_c)^T P (e - mu_c) (Lee et al. 2018); 0 at a class mean."""
-    return float(formulas.mahalanobis_score(embedding, class_means, precision)[0])
+    return float(formulas.mahalanobis_score(embedding, class_means, precision, class_terms)[0])
 
 
 def knn_score(embedding: NDArray[np.floating], reference: NDArray[np.floating], k: int) -> float:
@@ -119,7 +127,7 @@ def score_output(
         msp=scores.msp,
         entropy=scores.entropy,
         energy=scores.energy,
-        mahalanobis=mahalanobis_score(embedding, stats.class_means, stats.precision),
+        mahalanobis=mahalanobis_score(embedding, stats.class_means, stats.precision, stats.class_terms),
         knn=knn_score(embedding, stats.knn_reference, knn_k),
         oe=oe,
     )
