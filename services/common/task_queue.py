@@ -90,11 +90,17 @@ class TaskQueue:
 
     def depth(self) -> int:
         """The inference queue's message count (Redis: the list's length; SQL broker: visible rows)."""
-        with self.app.connection_for_read() as connection:
-            connection.ensure_connection(max_retries=1, timeout=CONNECT_TIMEOUT_SECONDS)
-            # A (non-passive) declare is idempotent and answers the count on every kombu
-            # transport; a passive one fails on Redis while the queue's list is empty.
-            declared = connection.default_channel.queue_declare(queue=INFERENCE_QUEUE, durable=True)
+        # A pooled connection: a new one per read cost ~2.4 ms of CPU (connect and channel setup)
+        # against ~0.2 ms, which decided how often the gateway can afford to look.
+        with self.app.pool.acquire(block=True) as connection:
+            try:
+                connection.ensure_connection(max_retries=1, timeout=CONNECT_TIMEOUT_SECONDS)
+                # A (non-passive) declare is idempotent and answers the count on every kombu
+                # transport; a passive one fails on Redis while the queue's list is empty.
+                declared = connection.default_channel.queue_declare(queue=INFERENCE_QUEUE, durable=True)
+            except Exception:
+                connection.close()  # back in the pool closed: the next read connects afresh
+                raise
             return int(declared.message_count)
 
     def ping(self) -> None:

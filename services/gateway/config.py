@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     )
     queue_full_retry_after_seconds: int = Field(default=5, gt=0)
     queue_depth_cache_seconds: float = Field(
-        default=0.5, ge=0, description="how long one read of the broker's queue depth is reused"
+        default=0.1, ge=0, description="how long one read of the broker's queue depth is reused"
     )
     tenant_rate_per_second: float = Field(
         default=100.0, ge=0, description="images per second per tenant and gateway process; 0 = unlimited"
