@@ -492,3 +492,33 @@ def test_the_fhir_endpoint_is_read_and_removed(app_client: TestClient, tenant: s
         headers=headers,
     )
     assert insecure.json()["error"]["code"] == "request.invalid"
+
+
+class _WakeCounter:
+    """Stands in for the dispatcher's wake-up (the dispatcher itself is the real one elsewhere)."""
+
+    def __init__(self) -> None:
+        self.wakes = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def stop(self, timeout_seconds: float = 10.0) -> None:
+        return None
+
+
+def test_a_stored_report_wakes_the_dispatcher_only_when_it_planned_a_delivery(
+    settings: Settings, tenant: str, receiver: Receiver
+) -> None:
+    # A wake costs the dispatcher a round of queries: a tenant without webhooks or FHIR endpoint
+    # (most jobs) must not pay it on every report.
+    app = create_app(settings.model_copy(update={"delivery_interval_seconds": 0}))
+    with TestClient(app, headers={"X-Internal-Token": INTERNAL_TOKEN}) as client:
+        counter = _WakeCounter()
+        app.state.dispatcher = counter
+        _finish_job(client, tenant, "no_subscriber")
+        assert counter.wakes == 0
+        _add_webhook(client, tenant, f"{receiver.base_url}/hook", ["job.finished"])
+        _finish_job(client, tenant, "subscribed")
+        assert counter.wakes == 1
+        assert len(_deliveries(client, tenant, "subscribed")) == 1

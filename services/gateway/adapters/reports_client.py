@@ -129,7 +129,7 @@ class ReportsClient:
             "/internal/v1/jobs",
             tenant_id=job.tenant_id,
             request_id=request_id,
-            json=self._with_deadline(job).model_dump(mode="json"),
+            json=self._with_deadline(job),
             headers=headers,
         )
         return _parse(JobView, response), _is_replay(response)
@@ -143,7 +143,7 @@ class ReportsClient:
             "/internal/v1/jobs/bulk",
             tenant_id=tenant_id,
             request_id=request_id,
-            json=JobCreateBatch(jobs=[self._with_deadline(job) for job in jobs]).model_dump(mode="json"),
+            json=JobCreateBatch(jobs=[self._with_deadline(job) for job in jobs]),
         )
         results = _parse(JobCreateBatchResult, response).results
         # A replay answers the original job (another id), so only the count can be checked.
@@ -511,8 +511,16 @@ class ReportsClient:
         actor = current_actor.get()
         if actor is not None:
             all_headers[ACTOR_HEADER] = actor.to_header()
+        content: str | None = None
+        if isinstance(json, BaseModel):
+            # pydantic's own serializer: several times faster than model_dump + json.dumps for a
+            # registration's base64 image, and this is every submission's path.
+            content, json = json.model_dump_json(), None
+            all_headers["Content-Type"] = "application/json"
         try:
-            response = await self._http.request(method, path, json=json, params=params, headers=all_headers)
+            response = await self._http.request(
+                method, path, json=json, content=content, params=params, headers=all_headers
+            )
         except httpx.TimeoutException as exc:
             logger.warning(
                 "reports timed out",

@@ -27,7 +27,7 @@ class HttpOodClient:
         response = self._http.send(
             "POST",
             "/v1/score",
-            body=request.model_dump(mode="json"),
+            body=request,
             tenant_id=tenant_id,
             request_id=request_id,
         )
@@ -42,7 +42,7 @@ class HttpOodClient:
         response = self._http.send(
             "POST",
             "/v1/score/batch",
-            body=body.model_dump(mode="json"),
+            body=body,
             tenant_id=tenant_id,
             request_id=request_id,
         )

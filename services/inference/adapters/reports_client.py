@@ -42,7 +42,7 @@ class HttpReportsClient:
         response = self._http.send(
             "PUT",
             f"/internal/v1/reports/{quote(report.job_id, safe='')}",
-            body=report.model_dump(mode="json"),
+            body=report,
             tenant_id=report.tenant_id,
             request_id=request_id,
         )
@@ -62,7 +62,7 @@ class HttpReportsClient:
         response = self._http.send(
             "POST",
             "/internal/v1/jobs/running",
-            body=body.model_dump(mode="json"),
+            body=body,
             tenant_id=tenant_id,
             request_id=request_id,
         )
@@ -76,7 +76,7 @@ class HttpReportsClient:
         self, reports: list[ReportUpsert], *, tenant_id: str, request_id: str | None
     ) -> list[ReportUpsertOutcome]:
         """PUT a micro-batch's reports in one call; one outcome per report, in order."""
-        body = ReportUpsertBatch(reports=reports).model_dump(mode="json")
+        body = ReportUpsertBatch(reports=reports)
         response = self._http.send(
             "PUT", "/internal/v1/reports", body=body, tenant_id=tenant_id, request_id=request_id
         )
@@ -90,7 +90,7 @@ class HttpReportsClient:
         self._http.send(
             "POST",
             f"/internal/v1/jobs/{quote(failure.job_id, safe='')}/fail",
-            body=failure.model_dump(mode="json"),
+            body=failure,
             tenant_id=failure.tenant_id,
             request_id=request_id,
         )

@@ -12,6 +12,7 @@ from contracts.users import ACTOR_HEADER, Actor
 from services.common.app_settings import app_settings
 from services.common.internal_auth import internal_token_guard
 from services.reports.config import Settings
+from services.reports.db.deliveries import DELIVERIES_ADDED
 from services.reports.db.tenants import require_tenant
 
 
@@ -84,9 +85,12 @@ def internal_router(tag: str) -> APIRouter:
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def wake_dispatcher(request: Request) -> None:
+def wake_dispatcher(request: Request, session: Session | None = None) -> None:
     """Deliveries may have been written: this process's dispatcher looks now rather than at its
-    next round (another replica's finds them at its next round)."""
+    next round (another replica's finds them at its next round). With `session`, only when that
+    session's transactions added deliveries (`deliveries.DELIVERIES_ADDED`)."""
+    if session is not None and not session.info.pop(DELIVERIES_ADDED, False):
+        return
     dispatcher = getattr(request.app.state, "dispatcher", None)
     if dispatcher is not None:
         dispatcher.wake()

@@ -123,6 +123,16 @@ def job_finished_data(job: Job) -> dict[str, Any]:
     }
 
 
+# Set in `Session.info` by a transaction that added deliveries: the route then wakes this process's
+# dispatcher, and only then (each wake is a round of queries, and most jobs have nothing to send).
+DELIVERIES_ADDED = "skintriage.deliveries_added"
+
+
+def _note_added(session: Session, count: int) -> None:
+    if count:
+        session.info[DELIVERIES_ADDED] = True
+
+
 def plan_job_finished(session: Session, jobs: Iterable[Job], now: datetime, retry_window: timedelta) -> int:
     """Add the deliveries that jobs just ended (done, rejected or failed) call for, to the caller's
     transaction: `job.finished` to each subscribed webhook, the FHIR push for a job with a result,
@@ -170,9 +180,12 @@ def plan_job_finished(session: Session, jobs: Iterable[Job], now: datetime, retr
             planned.extend(
                 _plan_batches_finished(session, tenant_id, batch_ids, batch_hooks, now, retry_window)
             )
+    if not planned:  # no webhook or FHIR endpoint to tell: no lookup of earlier plans either
+        return 0
     existing = _already_planned(session, (d.dedupe_key for d in planned))
     added = [delivery for delivery in planned if delivery.dedupe_key not in existing]
     session.add_all(added)
+    _note_added(session, len(added))
     return len(added)
 
 
@@ -198,6 +211,7 @@ def plan_review_pushed(
             job_id=job.id,
         )
     )
+    _note_added(session, 1)
     return True
 
 

@@ -243,5 +243,5 @@ def job_failed(
     check_job_id(body.job_id, job_id)
     check_lengths({"error_code": body.error_code}, {"error_code": 64})
     job = mark_failed(session, tenant, job_id, body.error_code, settings.delivery_window)
-    wake_dispatcher(request)
+    wake_dispatcher(request, session)
     return job_view(job)

@@ -73,7 +73,7 @@ def put_report(
     check_job_id(body.job_id, job_id)
     heatmap = check_report(body)
     job = upsert_report(session, tenant, body, heatmap, settings.delivery_window)
-    wake_dispatcher(request)
+    wake_dispatcher(request, session)
     return job_view(job)
 
 
@@ -112,7 +112,7 @@ def put_reports(
                 session.rollback()
                 outcomes[index] = _failed(report, exc)
     outcomes.update(_stored(session, stored_jobs))
-    wake_dispatcher(request)
+    wake_dispatcher(request, session)
     return ReportUpsertBatchResult(results=[outcomes[i] for i in range(len(body.reports))])
 
 

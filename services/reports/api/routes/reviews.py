@@ -53,7 +53,7 @@ def post_review(
         request_id=current_request_id(),
         delivery_window=settings.delivery_window,
     )
-    wake_dispatcher(request)
+    wake_dispatcher(request, session)
     return review_view(review, report)
 
 
