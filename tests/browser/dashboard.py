@@ -114,8 +114,13 @@ def row_of(page: Page, job_id: str) -> Locator:
 
 
 def show_only_patient(page: Page, patient_ref: str) -> None:
-    """Filter the worklist on a patient ref (robust however many jobs other tests made)."""
-    by_id(page, "filter-patient").fill(patient_ref)
+    """Filter the worklist on a patient ref (robust however many jobs other tests made), and wait
+    until the rows shown were fetched for it: Enter applies it at once, with no restart left
+    pending to send a test that pages on back to the first page."""
+    field = by_id(page, "filter-patient")
+    field.fill(patient_ref)
+    field.press("Enter")
+    expect(page.locator("#worklist-body")).to_have_attribute("data-patient", patient_ref)
 
 
 def open_report(page: Page, job_id: str) -> Locator:

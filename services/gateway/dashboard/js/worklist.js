@@ -135,10 +135,13 @@ export async function refresh() {
   state.controller = controller;
   try {
     const cursor = state.cursors[state.cursors.length - 1];
-    const page = await listReports({ ...filters(), limit: PAGE_SIZE, cursor }, controller.signal);
+    const query = filters();
+    const page = await listReports({ ...query, limit: PAGE_SIZE, cursor }, controller.signal);
     if (controller.signal.aborted) return;
     hideError($("#worklist-error"));
     render(page);
+    // The patient the rows shown were fetched for (tests wait on it; the input may be ahead).
+    $("#worklist-body").dataset.patient = query.patient_ref;
   } catch (exc) {
     if (exc && exc.name === "AbortError") return;
     if (exc instanceof ApiError && exc.code === "cursor.invalid") {
@@ -157,7 +160,14 @@ function showPatientLink() {
   $("#worklist-patient").hidden = !ref;
 }
 
+// The patient filter applies itself 300 ms after typing stops (or at once on Enter).
+let typing = null;
+
 function restartFromFirstPage() {
+  // Whatever restarts the list also applies what was typed: no second restart 300 ms later,
+  // which would throw a reader who has paged on back to the first page.
+  clearTimeout(typing);
+  typing = null;
   state.cursors = [null];
   $("#worklist-order").textContent = ORDER_HELP[$("#filter-sort").value] || "";
   refresh();
@@ -186,7 +196,6 @@ export function initWorklist() {
   for (const id of ["#filter-sort", "#filter-review", "#filter-triage", "#filter-verdict", "#filter-status", "#filter-from", "#filter-to"]) {
     $(id).addEventListener("change", restartFromFirstPage);
   }
-  let typing = null;
   $("#filter-patient").addEventListener("input", () => {
     showPatientLink();
     clearTimeout(typing);
