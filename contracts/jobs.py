@@ -142,7 +142,7 @@ class InferenceTask(BaseModel):
     )
 
 
-# Jobs per `inference.predict_chunk` message: what one ONNX Runtime call, one OOD call and one
+# Jobs per `inference.predict_chunk` message: what one mark-running call, one OOD call and one
 # reports write handle together in the worker.
 MAX_CHUNK_JOBS = 64
 

@@ -136,9 +136,8 @@ def test_each_job_of_a_chunk_gets_the_report_its_own_image_gets_alone(
     for task in tasks:
         alone = run_job(task, resources.predictor, resources.ood, resources.reports)
         assert alone.prediction is not None
-        mine = stored[task.job_id]["prediction"]["probabilities"]
-        for code, p in alone.prediction.probabilities.items():
-            assert mine[code] == pytest.approx(p, abs=2e-4)
+        # The model runs image by image in a chunk too: exactly the numbers of the job alone.
+        assert stored[task.job_id]["prediction"]["probabilities"] == dict(alone.prediction.probabilities)
         assert stored[task.job_id]["heatmap"] == alone.heatmap.model_dump(mode="json")  # type: ignore[union-attr]
     # The images differ, so crossed ids could not go unnoticed.
     assert len(

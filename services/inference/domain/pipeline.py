@@ -264,8 +264,9 @@ def run_chunk(
     runner: str | None = None,
 ) -> list[JobOutcome]:
     """Process a micro-batch of one tenant's jobs under `runner`'s lease: one mark-running call,
-    one ONNX Runtime run, one OOD call and one reports write for all of them, with an outcome per
-    job except those another runner holds (in `tasks`' order). A job that cannot be decoded, or
+    the model (image by image, while reports marks them running), one OOD call and one reports
+    write for all of them, with an outcome per job except those another runner holds (in
+    `tasks`' order). A job that cannot be decoded, or
     that OOD or reports refuse, fails alone; a transient failure of a service raises, and the
     whole micro-batch is retried (every write is idempotent on the job id). Each report's timings
     are the micro-batch's, divided per job."""
@@ -282,9 +283,9 @@ def run_chunk(
     if not decoded:
         return [outcomes[task.job_id] for task in tasks if task.job_id in outcomes]
     claiming = _claim_meanwhile(reports, [task.job_id for task, _ in decoded], tenant_id, request_id, runner)
-    all_raws = predictor.run(
-        [image for _, image in decoded], [model_context(task.clinical) for task, _ in decoded]
-    )
+    # Image by image: on these CPUs ONNX Runtime takes 6.1 ms per image at batch 1 against 6.7 at
+    # batch 8 (one thread), and each job gets exactly the numbers it would get alone.
+    all_raws = [predictor.run([image], [model_context(task.clinical)])[0] for task, image in decoded]
     t_inferred = clock()
     claim = claiming.result()
     t_claimed = clock()
