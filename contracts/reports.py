@@ -201,6 +201,23 @@ class JobsRunning(JobLease):
     job_ids: list[str] = Field(min_length=1, max_length=MAX_REPORT_BATCH)
 
 
+# Jobs one status question may name (a gateway's waiting requests of one tenant).
+MAX_STATUS_QUERY = 500
+
+
+class JobStatusQuery(BaseModel):
+    """Gateway -> reports: where are these jobs of one tenant now? (The waits of a gateway on a
+    broker without notifications, asked together instead of one read per waiting request.)"""
+
+    job_ids: list[str] = Field(min_length=1, max_length=MAX_STATUS_QUERY)
+
+
+class JobStatuses(BaseModel):
+    """Each named job of the tenant and its status; unknown ids and other tenants' jobs left out."""
+
+    statuses: dict[str, JobStatus]
+
+
 class JobsRunningResult(BaseModel):
     """How many of the jobs became running, and which have ended (done, rejected or failed: a
     redelivered task skips them)."""

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
         default=4, gt=0, description="images decoded at once; bounds memory (a 40 MP PNG is ~120 MB)"
     )
     max_wait_seconds: int = Field(default=30, ge=0, description="cap for `Prefer: wait=N`")
+    wait_poll_ms: float = Field(
+        default=50,
+        gt=0,
+        le=5000,
+        description="on a broker without notifications, how often the statuses of every waited job "
+        "are asked of reports (one call per tenant for all of them)",
+    )
     # 1 s: a revoked or expired key stops working within a second on every replica (issue 10),
     # at the cost of at most one verification call per key per second per process.
     auth_cache_seconds: float = Field(default=1.0, ge=0, le=60)

@@ -89,6 +89,7 @@ class FakeReports:
         router.post("/internal/v1/auth/verify", name="verify").mock(side_effect=self._verify)
         router.post("/internal/v1/jobs", name="create_job").mock(side_effect=self._create_job)
         router.post("/internal/v1/jobs/bulk", name="create_jobs").mock(side_effect=self._create_jobs)
+        router.post("/internal/v1/jobs/statuses", name="job_statuses").mock(side_effect=self._statuses)
         jobs = "^/internal/v1/jobs/(?P<job_id>[^/]+)"
         router.post(path__regex=f"{jobs}/fail$", name="fail_job").mock(side_effect=self._fail)
         router.post(path__regex=f"{jobs}/requeue$", name="requeue_job").mock(side_effect=self._requeue)
@@ -211,6 +212,20 @@ class FakeReports:
                 replayed = answer.headers.get("Idempotent-Replay") == "true"
                 results.append({"job": answer.json(), "replayed": replayed})
         return httpx.Response(200, json={"results": results})
+
+    def _statuses(self, request: httpx.Request) -> httpx.Response:
+        """Each named job of the tenant, as `_get_job` would show its status (reads counted)."""
+        tenant_id = self._tenant(request)
+        statuses = {}
+        for job_id in json.loads(request.content)["job_ids"]:
+            job = self.jobs.get(job_id)
+            if job is not None and job["tenant_id"] == tenant_id:
+                # A status look counts as a read: jobs made to finish after N reads still do.
+                self.reads[job_id] = self.reads.get(job_id, 0) + 1
+                if self.finish_after_reads is not None and self.reads[job_id] >= self.finish_after_reads:
+                    job["status"] = "done"
+                statuses[job_id] = job["status"]
+        return httpx.Response(200, json={"statuses": statuses})
 
     def _requeue(self, request: httpx.Request, job_id: str) -> httpx.Response:
         if not self._owned(request, job_id):

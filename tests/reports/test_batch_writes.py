@@ -177,3 +177,23 @@ def test_requeue_puts_back_only_a_job_that_was_never_queued(client: TestClient, 
     assert (answers["broken"]["status"], answers["broken"]["error_code"]) == ("failed", "image.corrupt")
     assert answers["done-one"]["status"] == "done"
     assert client.post(f"{JOBS}/nope/requeue", headers=headers).status_code == 404
+
+
+def test_job_statuses_names_each_of_the_tenants_jobs_and_leaves_out_the_rest(
+    client: TestClient, tenant: str, other_tenant: str
+) -> None:
+    for job_id in ("j1", "j2"):
+        _create(client, tenant, job_id)
+    _create(client, other_tenant, "theirs")
+    client.put("/internal/v1/reports/j2", json=report_body(tenant, "j2"), headers=tenant_headers(tenant))
+
+    response = client.post(
+        f"{JOBS}/statuses", json={"job_ids": ["j1", "j2", "theirs", "nope"]}, headers=tenant_headers(tenant)
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {"statuses": {"j1": "queued", "j2": "done"}}
+    too_many = client.post(
+        f"{JOBS}/statuses", json={"job_ids": [f"j{i}" for i in range(501)]}, headers=tenant_headers(tenant)
+    )
+    assert too_many.status_code == 422

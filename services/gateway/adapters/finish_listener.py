@@ -1,6 +1,7 @@
 """Wakes `Prefer: wait` requests when their job finishes: one Redis subscription per gateway process
 to `contracts.notifications.JOB_FINISHED_CHANNEL`, fanned out in memory to the requests waiting on
-each job. A broker without pub/sub (the embedded SQLite one) has no listener and waits poll."""
+each job. With a broker without pub/sub (the embedded SQLite one) `StatusPoller` asks reports for
+the statuses of every waited job of a tenant in one call per tick instead."""
 
 from __future__ import annotations
 
@@ -29,16 +30,63 @@ class Waiter:
     message: JobFinished | None = None
 
 
-class FinishListener:
+class Waiters:
+    """The requests waiting on each job of this process, and the tenant each job belongs to."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, list[Waiter]] = {}
+        self._tenants: dict[str, str] = {}
+        self.connected = False
+
+    @contextlib.contextmanager
+    def waiting(self, job_id: str, tenant_id: str) -> Iterator[Waiter]:
+        """A waiter woken when `job_id`'s notification arrives, for the duration of the block."""
+        waiter = Waiter()
+        self._waiters.setdefault(job_id, []).append(waiter)
+        self._tenants[job_id] = tenant_id
+        self._on_wait()
+        try:
+            yield waiter
+        finally:
+            waiters = self._waiters.get(job_id)
+            if waiters is not None:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[job_id]
+                    self._tenants.pop(job_id, None)
+
+    async def start(self) -> None:
+        """Start watching for finished jobs."""
+
+    async def close(self) -> None:
+        """Stop watching."""
+
+    def _on_wait(self) -> None:
+        """A request started waiting (the poller wakes up)."""
+
+    def waited_by_tenant(self) -> dict[str, list[str]]:
+        """tenant -> the jobs of it that requests wait on now."""
+        by_tenant: dict[str, list[str]] = {}
+        for job_id, tenant_id in self._tenants.items():
+            by_tenant.setdefault(tenant_id, []).append(job_id)
+        return by_tenant
+
+    def wake(self, message: JobFinished) -> None:
+        """Wake every waiter of the job `message` names."""
+        for waiter in self._waiters.get(message.job_id, ()):
+            waiter.message = message
+            waiter.event.set()
+
+
+class FinishListener(Waiters):
     """Subscribes in the background (`start`), reconnecting with backoff after a lost connection;
     `connected` says whether notifications are arriving now (waiters fall back to polling if not)."""
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         self._redis = aioredis.Redis.from_url(url)
-        self._waiters: dict[str, list[Waiter]] = {}
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
-        self.connected = False
 
     async def start(self, ready_timeout_s: float = 2.0) -> None:
         """Start listening; waits briefly for the subscription so the first requests use it."""
@@ -54,20 +102,6 @@ class FinishListener:
                 await self._task
         await self._redis.aclose()
 
-    @contextlib.contextmanager
-    def waiting(self, job_id: str) -> Iterator[Waiter]:
-        """A waiter woken when `job_id`'s notification arrives, for the duration of the block."""
-        waiter = Waiter()
-        self._waiters.setdefault(job_id, []).append(waiter)
-        try:
-            yield waiter
-        finally:
-            waiters = self._waiters.get(job_id)
-            if waiters is not None:
-                waiters.remove(waiter)
-                if not waiters:
-                    del self._waiters[job_id]
-
     def deliver(self, data: bytes | str) -> None:
         """Wake every waiter of the job a message names (malformed messages are ignored)."""
         try:
@@ -75,9 +109,7 @@ class FinishListener:
         except ValidationError:
             logger.warning("job-finished message ignored: not a JobFinished")
             return
-        for waiter in self._waiters.get(message.job_id, ()):
-            waiter.message = message
-            waiter.event.set()
+        self.wake(message)
 
     async def _run(self) -> None:
         delay = _RECONNECT_FIRST_S

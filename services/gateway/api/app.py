@@ -17,8 +17,9 @@ from contracts.reports import DISCLAIMER
 from services.common.app_settings import install_settings
 from services.common.json_logging import JsonFormatter, configure_logging
 from services.common.request_context import RequestContextMiddleware
-from services.gateway.adapters.finish_listener import FinishListener, finish_listener
+from services.gateway.adapters.finish_listener import Waiters, finish_listener
 from services.gateway.adapters.reports_client import ReportsClient
+from services.gateway.adapters.status_poller import StatusPoller
 from services.gateway.adapters.task_publisher import CeleryTaskPublisher, TaskPublisher
 from services.gateway.api.body_limit import BodyLimitMiddleware
 from services.gateway.api.deps import GatewayContext
@@ -97,7 +98,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     publisher: TaskPublisher | None = None,
-    listener: FinishListener | None = None,
+    listener: Waiters | None = None,
 ) -> FastAPI:
     """Build the app. `publisher` replaces the Celery publisher (tests pass an in-memory one);
     `listener` the job-finished listener of the broker (a test with an in-memory broker passes one
@@ -114,9 +115,13 @@ def create_app(
             settings.reports_timeout_seconds,
         )
         task_publisher = publisher or CeleryTaskPublisher.from_broker_url(settings.broker_url)
-        finished = listener if listener is not None else finish_listener(settings.broker_url)
-        if finished is not None:
-            await finished.start()
+        # Redis notifications where the broker has them, else one status poll for all waits.
+        finished: Waiters = (
+            listener
+            or finish_listener(settings.broker_url)
+            or StatusPoller(reports_client, settings.wait_poll_ms / 1000)
+        )
+        await finished.start()
         queue_guard = QueueDepthGuard(
             task_publisher.queue_depth,
             settings.max_queue_depth,
@@ -142,10 +147,9 @@ def create_app(
         try:
             yield
         finally:
+            await finished.close()
             await reports_client.aclose()
             task_publisher.close()
-            if finished is not None:
-                await finished.close()
 
     app = FastAPI(
         title="SkinTriage gateway",

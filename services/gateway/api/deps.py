@@ -17,7 +17,7 @@ from services.common.app_settings import app_settings
 from services.common.errors import RequestInvalidError, validation_details
 from services.common.internal_auth import token_matches
 from services.common.request_id import request_id_of
-from services.gateway.adapters.finish_listener import FinishListener
+from services.gateway.adapters.finish_listener import Waiters
 from services.gateway.adapters.reports_client import ReportsClient
 from services.gateway.adapters.task_publisher import TaskPublisher
 from services.gateway.api.metrics import Metrics
@@ -51,7 +51,9 @@ class GatewayContext:
     queue_guard: QueueDepthGuard
     # Single submissions registered and queued together while others of the tenant are in flight.
     registrations: GroupCommit[RegistrationKey, Registration, Submitted]
-    finish_listener: FinishListener | None = None  # None: no pub/sub on this broker, waits poll
+    # Wakes waiting requests: Redis notifications, or one status poll of reports per tick for all
+    # waits (a broker without pub/sub); None: each wait polls on its own.
+    finish_listener: Waiters | None = None
 
     async def admit(self, tenant_id: str, images: int) -> None:
         """Refuse new work (429 `rate.limited`, 503 `queue.full`) before anything is registered."""

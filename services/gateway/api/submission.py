@@ -27,7 +27,7 @@ from contracts.jobs import (
 from contracts.notifications import JobFinished
 from contracts.public import JobAccepted
 from contracts.reports import JobFailure, JobView
-from services.gateway.adapters.finish_listener import FinishListener
+from services.gateway.adapters.finish_listener import Waiters
 from services.gateway.adapters.reports_client import ReportsClient
 from services.gateway.api.deps import GatewayContext
 from services.gateway.domain.auth import Principal, current_actor
@@ -341,7 +341,7 @@ async def wait_for_finish(
     tenant_id: str,
     seconds: int,
     request_id: str,
-    listener: FinishListener | None = None,
+    listener: Waiters | None = None,
 ) -> JobView | None:
     """Wait until the job is done/rejected/failed or `seconds` pass; None on timeout.
 
@@ -356,7 +356,7 @@ async def wait_for_finish(
     deadline = time.monotonic() + seconds
     if listener is None or not listener.connected:
         return await _poll_until_finished(reports, job, tenant_id, deadline, request_id)
-    with listener.waiting(job.job_id) as waiter:
+    with listener.waiting(job.job_id, tenant_id) as waiter:
         while (remaining := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.event.wait(), min(_FALLBACK_POLL_SECONDS, remaining))

@@ -96,6 +96,12 @@ def create_job(
     return job, True
 
 
+def statuses_of(session: Session, tenant_id: str, job_ids: list[str]) -> dict[str, JobStatus]:
+    """job id -> status for those of `job_ids` that are the tenant's."""
+    rows = session.execute(select(Job.id, Job.status).where(Job.tenant_id == tenant_id, Job.id.in_(job_ids)))
+    return {job_id: JobStatus(status) for job_id, status in rows}
+
+
 def get_job_image(session: Session, tenant_id: str, job_id: str) -> tuple[bytes, str]:
     """The stored (re-encoded) image bytes and their media type."""
     row = session.execute(
