@@ -110,15 +110,30 @@ def flushed_redis_database(url: str, db: int) -> Iterator[str]:
         client.close()
 
 
-def free_base_port(attempts: int = 50) -> int:
-    """A port p such that p, p+1 and p+2 are free on loopback (gateway, ood, reports)."""
+def free_base_port(attempts: int = 200) -> int:
+    """A port p such that p, p+1 and p+2 are free on loopback (gateway, ood, reports), chosen
+    below the kernel's ephemeral range: a port found free there could be handed, before the
+    services bind it, to another fleet part bound to port 0 (a fault proxy, a private Redis) or to
+    an outgoing connection, and a service's readiness check would then reach the wrong server
+    (seen once in CI: `GET /readyz` answered by a fault proxy)."""
+    low = _ephemeral_low()
     for _ in range(attempts):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + 2 < 65536 and all(_port_free(base + i) for i in range(3)):
+        base = secrets.randbelow(low - 3 - _LOWEST_PORT) + _LOWEST_PORT
+        if all(_port_free(base + i) for i in range(3)):
             return base
     raise FleetError("no three consecutive free loopback ports")
+
+
+_LOWEST_PORT = 20000
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out for port 0 (Linux), else the IANA range's start."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 49152
+    return low if low > _LOWEST_PORT + 100 else 49152
 
 
 def _port_free(port: int) -> bool:

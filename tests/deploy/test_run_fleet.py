@@ -4,13 +4,13 @@ documented commands, and (e2e) the real fleet starting, becoming ready and stopp
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bench.fleet_runner import free_base_port
 from scripts.run_fleet import (
     INTERNAL_TOKEN_VARS,
     Layout,
@@ -107,23 +107,8 @@ def test_the_worker_runs_one_process_per_usable_core_unless_told(tmp_path: Path)
 
 
 def _free_base_port() -> int:
-    """A port p with p, p+1 and p+2 free on loopback."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + 2 < 65536 and all(_port_free(base + i) for i in range(3)):
-            return base
-    pytest.fail("no three consecutive free ports")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    """A port p with p, p+1 and p+2 free on loopback (below the ephemeral range, as the fleet's)."""
+    return free_base_port()
 
 
 @pytest.mark.e2e
