@@ -112,10 +112,11 @@ def flushed_redis_database(url: str, db: int) -> Iterator[str]:
 
 def free_base_port(attempts: int = 200) -> int:
     """A port p such that p, p+1 and p+2 are free on loopback (gateway, ood, reports), chosen
-    below the kernel's ephemeral range: a port found free there could be handed, before the
-    services bind it, to another fleet part bound to port 0 (a fault proxy, a private Redis) or to
-    an outgoing connection, and a service's readiness check would then reach the wrong server
-    (seen once in CI: `GET /readyz` answered by a fault proxy)."""
+    below the kernel's ephemeral range. Inside it, a readiness check polling a port nobody listens
+    on yet can be given that very port as its own source port and connect to itself (TCP
+    self-connect): it then reads its own request back (seen once in CI: `BadStatusLine: GET
+    /readyz HTTP/1.1`). And a port found free there could be handed to a part bound to port 0 (a
+    fault proxy, a private Redis) before the service binds it."""
     low = _ephemeral_low()
     for _ in range(attempts):
         base = secrets.randbelow(low - 3 - _LOWEST_PORT) + _LOWEST_PORT
