@@ -110,8 +110,8 @@ def flushed_redis_database(url: str, db: int) -> Iterator[str]:
         client.close()
 
 
-def free_base_port(attempts: int = 200) -> int:
-    """A port p such that p, p+1 and p+2 are free on loopback (gateway, ood, reports), chosen
+def free_base_port(attempts: int = 200, ports: int = 3) -> int:
+    """A port p such that p .. p + ports - 1 are free on loopback (gateway, ood, reports), chosen
     below the kernel's ephemeral range. Inside it, a readiness check polling a port nobody listens
     on yet can be given that very port as its own source port and connect to itself (TCP
     self-connect): it then reads its own request back (seen once in CI: `BadStatusLine: GET
@@ -119,10 +119,10 @@ def free_base_port(attempts: int = 200) -> int:
     fault proxy, a private Redis) before the service binds it."""
     low = _ephemeral_low()
     for _ in range(attempts):
-        base = secrets.randbelow(low - 3 - _LOWEST_PORT) + _LOWEST_PORT
-        if all(_port_free(base + i) for i in range(3)):
+        base = secrets.randbelow(low - ports - _LOWEST_PORT) + _LOWEST_PORT
+        if all(_port_free(base + i) for i in range(ports)):
             return base
-    raise FleetError("no three consecutive free loopback ports")
+    raise FleetError(f"no {ports} consecutive free loopback ports")
 
 
 _LOWEST_PORT = 20000

@@ -13,17 +13,18 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from bench.fleet_runner import free_base_port
+
 REDIS_SERVER = Path("/usr/bin/redis-server")
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 10.0
 
 
 def _free_port() -> int:
-    """A port the kernel just handed out and nobody listens on (a tiny race, fine for tests)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A free port below the kernel's ephemeral range: `_pong` polls it before redis-server
+    listens, and a port inside that range could be handed to the poll as its own source port
+    (a TCP self-connect, which would also keep redis-server from binding it)."""
+    return free_base_port(ports=1)
 
 
 def _pong(port: int) -> bool:
