@@ -21,6 +21,11 @@ class JobStatus(StrEnum):
     failed = "failed"
 
 
+# The end states: a waiting client is answered, and a worker never runs the job again (unless
+# reports re-queues it first).
+FINISHED_STATUSES = frozenset({JobStatus.done, JobStatus.rejected, JobStatus.failed})
+
+
 Sex = Literal["male", "female", "other", "unknown"]
 ClinicalField = Literal["age", "sex", "body_site"]
 """The names of `ClinicalMetadata`'s fields, as `contracts.reports.Prediction.metadata_used` lists them."""

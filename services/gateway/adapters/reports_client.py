@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -108,7 +108,7 @@ class ReportsClient:
                 "POST",
                 "/internal/v1/auth/verify",
                 request_id=request_id,
-                json=ApiKeyVerifyRequest(api_key=api_key).model_dump(),
+                body=ApiKeyVerifyRequest(api_key=api_key),
             )
         except UpstreamError as exc:
             if exc.status == 401:
@@ -131,7 +131,7 @@ class ReportsClient:
             "/internal/v1/jobs",
             tenant_id=job.tenant_id,
             request_id=request_id,
-            json=self._with_deadline(job),
+            body=self._with_deadline(job),
             headers=headers,
         )
         return _parse(JobView, response), _is_replay(response)
@@ -145,7 +145,7 @@ class ReportsClient:
             "/internal/v1/jobs/bulk",
             tenant_id=tenant_id,
             request_id=request_id,
-            json=JobCreateBatch(jobs=[self._with_deadline(job) for job in jobs]),
+            body=JobCreateBatch(jobs=[self._with_deadline(job) for job in jobs]),
         )
         results = _parse(JobCreateBatchResult, response).results
         # A replay answers the original job (another id), so only the count can be checked.
@@ -173,7 +173,7 @@ class ReportsClient:
             "/internal/v1/jobs/statuses",
             tenant_id=tenant_id,
             request_id=request_id,
-            json=JobStatusQuery(job_ids=job_ids),
+            body=JobStatusQuery(job_ids=job_ids),
         )
         return _parse(JobStatuses, response).statuses
 
@@ -198,7 +198,7 @@ class ReportsClient:
             f"/internal/v1/jobs/{_seg(failure.job_id)}/fail",
             tenant_id=failure.tenant_id,
             request_id=request_id,
-            json=failure.model_dump(mode="json"),
+            body=failure,
         )
 
     async def get_job_image(self, tenant_id: str, job_id: str, *, request_id: str) -> Blob:
@@ -219,7 +219,7 @@ class ReportsClient:
             "/internal/v1/batches",
             tenant_id=tenant_id,
             request_id=request_id,
-            json=batch.model_dump(mode="json"),
+            body=batch,
         )
         return _parse(BatchView, response), response.status_code == 200
 
@@ -283,7 +283,7 @@ class ReportsClient:
             "/internal/v1/webhooks",
             tenant_id=tenant_id,
             request_id=request_id,
-            json=body.model_dump(mode="json"),
+            body=body,
         )
         return _parse(WebhookCreated, response)
 
@@ -334,7 +334,7 @@ class ReportsClient:
             "/internal/v1/fhir-endpoint",
             tenant_id=tenant_id,
             request_id=request_id,
-            json=body.model_dump(mode="json"),
+            body=body,
         )
         return _parse(FhirEndpointView, response), response.status_code == 201
 
@@ -358,7 +358,7 @@ class ReportsClient:
             "/internal/v1/users",
             tenant_id=tenant_id,
             request_id=request_id,
-            json=body.model_dump(mode="json"),
+            body=body,
         )
         return _parse(UserView, response)
 
@@ -383,7 +383,7 @@ class ReportsClient:
             f"/internal/v1/users/{_seg(user_id)}/api-keys",
             tenant_id=tenant_id,
             request_id=request_id,
-            json=body.model_dump(mode="json"),
+            body=body,
         )
         return _parse(ApiKeyCreated, response)
 
@@ -418,7 +418,7 @@ class ReportsClient:
             f"/internal/v1/jobs/{_seg(job_id)}/reviews",
             tenant_id=tenant_id,
             request_id=request_id,
-            json=body.model_dump(mode="json"),
+            body=body,
         )
         return _parse(ReviewView, response)
 
@@ -443,7 +443,7 @@ class ReportsClient:
             "/internal/v1/next-steps",
             tenant_id=tenant_id,
             request_id=request_id,
-            json=body.model_dump(mode="json"),
+            body=body,
         )
         return _parse(NextSteps, response)
 
@@ -456,7 +456,7 @@ class ReportsClient:
             "/internal/v1/lesions",
             tenant_id=tenant_id,
             request_id=request_id,
-            json=body.model_dump(mode="json"),
+            body=body,
         )
         return _parse(LesionView, response)
 
@@ -516,7 +516,7 @@ class ReportsClient:
         *,
         request_id: str,
         tenant_id: str | None = None,
-        json: Any = None,
+        body: BaseModel | None = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
@@ -527,14 +527,14 @@ class ReportsClient:
         if actor is not None:
             all_headers[ACTOR_HEADER] = actor.to_header()
         content: str | None = None
-        if isinstance(json, BaseModel):
+        if body is not None:
             # pydantic's own serializer: several times faster than model_dump + json.dumps for a
             # registration's base64 image, and this is every submission's path.
-            content, json = json.model_dump_json(), None
+            content = body.model_dump_json()
             all_headers["Content-Type"] = "application/json"
         try:
             response = await self._http.request(
-                method, path, json=json, content=content, params=params, headers=all_headers
+                method, path, content=content, params=params, headers=all_headers
             )
         except httpx.TimeoutException as exc:
             logger.warning(

@@ -12,7 +12,7 @@ import contextlib
 import logging
 
 from contracts.errors import DomainError
-from contracts.jobs import JobStatus
+from contracts.jobs import FINISHED_STATUSES
 from contracts.notifications import JobFinished
 from contracts.reports import MAX_STATUS_QUERY
 from services.common.request_id import new_request_id
@@ -20,8 +20,6 @@ from services.gateway.adapters.finish_listener import Waiters
 from services.gateway.adapters.reports_client import ReportsClient
 
 logger = logging.getLogger(__name__)
-
-_FINISHED = frozenset({JobStatus.done, JobStatus.rejected, JobStatus.failed})
 
 
 class StatusPoller(Waiters):
@@ -63,7 +61,7 @@ class StatusPoller(Waiters):
                     )
                     continue
                 for job_id, status in statuses.items():
-                    if status in _FINISHED:
+                    if status in FINISHED_STATUSES:
                         self.wake(JobFinished(job_id=job_id, tenant_id=tenant_id, status=status))
 
     async def _run(self) -> None:

@@ -16,6 +16,7 @@ from fastapi import Response
 
 from contracts.errors import DomainError
 from contracts.jobs import (
+    FINISHED_STATUSES,
     UNQUEUED_ERROR_CODES,
     DicomRef,
     ImageMetadata,
@@ -34,7 +35,6 @@ from services.gateway.domain.auth import Principal, current_actor
 
 logger = logging.getLogger(__name__)
 
-FINISHED = frozenset({JobStatus.done, JobStatus.rejected, JobStatus.failed})
 _FIRST_POLL_SECONDS = 0.05
 _MAX_POLL_SECONDS = 1.0
 # Polling (no notifications): every 50 ms for the first second, when most jobs finish (backing
@@ -351,7 +351,7 @@ async def wait_for_finish(
     without one it polls reports (50 ms, doubling to 1 s). The job is already accepted, so a
     failing read ends the wait instead of failing the request.
     """
-    if job.status in FINISHED:
+    if job.status in FINISHED_STATUSES:
         return job
     deadline = time.monotonic() + seconds
     if listener is None or not listener.connected:
@@ -364,7 +364,7 @@ async def wait_for_finish(
             if (told := _told_job(waiter.message, tenant_id)) is not None:
                 return told  # the worker sent the stored job: no read needed
             current = await _read(reports, job.job_id, tenant_id, request_id)
-            if current is None or current.status in FINISHED:
+            if current is None or current.status in FINISHED_STATUSES:
                 return current
     return None
 
@@ -373,7 +373,7 @@ def _told_job(message: JobFinished | None, tenant_id: str) -> JobView | None:
     """The finished job a notification carries, if it carries one for this tenant."""
     if message is None or message.job is None or message.tenant_id != tenant_id:
         return None
-    return message.job if message.job.status in FINISHED else None
+    return message.job if message.job.status in FINISHED_STATUSES else None
 
 
 async def _poll_until_finished(
@@ -386,7 +386,7 @@ async def _poll_until_finished(
         if time.monotonic() >= steady_until:
             delay = min(delay * 2, _MAX_POLL_SECONDS)
         current = await _read(reports, job.job_id, tenant_id, request_id)
-        if current is None or current.status in FINISHED:
+        if current is None or current.status in FINISHED_STATUSES:
             return current
     return None
 

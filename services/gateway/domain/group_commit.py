@@ -65,8 +65,6 @@ class GroupCommit(Generic[_KeyT, _ItemT, _ResultT]):
     _running: set[_KeyT] = field(default_factory=set)
     _filled: dict[_KeyT, asyncio.Event] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    groups_run: int = 0
-    items_run: int = 0
 
     async def submit(self, key: _KeyT, item: _ItemT) -> _ResultT:
         """The item's outcome once its group has run (its exception raised here)."""
@@ -144,9 +142,6 @@ class GroupCommit(Generic[_KeyT, _ItemT, _ResultT]):
                 entry.future.cancel()
             raise
         finally:
-            if group:
-                self.groups_run += 1
-                self.items_run += len(group)
             self._start_next(key)
         for entry, outcome in zip(group, outcomes, strict=True):
             if entry.future.done():

@@ -216,10 +216,6 @@ def run_job_stored(
     return report, stored
 
 
-# Statuses after which a job is never run again (unless reports re-queues it first).
-FINISHED = frozenset({JobStatus.done, JobStatus.rejected, JobStatus.failed})
-
-
 class AlreadyFinishedError(Exception):
     """The job already has its result (a redelivered task): nothing is run or written."""
 

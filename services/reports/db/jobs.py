@@ -37,21 +37,13 @@ def get_job(session: Session, tenant_id: str, job_id: str) -> Job:
 
 def _existing(session: Session, tenant_id: str, body: JobCreate) -> Job | None:
     """The job this request repeats: same idempotency key, or same job id, for this tenant."""
-    if body.idempotency_key is not None:
-        job = session.scalar(
-            select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == body.idempotency_key)
-        )
-        if job is not None:
-            return job
-    job = session.get(Job, body.job_id)
-    if job is not None and job.tenant_id != tenant_id:
-        raise JobConflictError("job id already in use", details={"job_id": body.job_id})
-    return job
+    return _existing_many(session, tenant_id, [body])[0]
 
 
 def _existing_many(session: Session, tenant_id: str, bodies: list[JobCreate]) -> list[Job | None]:
-    """`_existing` for each of several registrations, in two queries for all of them (the new
-    jobs are then written in one flush, not one INSERT after each lookup)."""
+    """For each registration, the job it repeats (same idempotency key, or same job id, for this
+    tenant), in two queries for all of them: a bulk registration then writes its new jobs in one
+    flush, not one INSERT after each lookup."""
     keys = [body.idempotency_key for body in bodies if body.idempotency_key is not None]
     by_key: dict[str | None, Job] = {}
     if keys:
