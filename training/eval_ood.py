@@ -5,8 +5,8 @@
 In-distribution: HAM10000 `test` (thresholds were fixed on `val` by `training.fit_ood`). OOD: each
 `source` of shared/data/ood/manifest.csv, plus scikit-image's sample images as one more source.
 For every single score, the fitted rule and the seed dual criterion: AUROC (ID test vs source),
-the share of each source accepted at the val 95%-acceptance thresholds (FPR), and the share of ID
-test rejected. Writes `<bundle>/metrics_ood.json`, `plots/ood_roc.png` and the OOD section of
+the share of each source accepted at thresholds fixed on val at the detector's level (FPR), and the
+share of ID test rejected. Writes `<bundle>/metrics_ood.json`, `plots/ood_roc.png` and the OOD section of
 MODEL_CARD.md.
 """
 
@@ -28,9 +28,18 @@ from model_bundle.loader import load_manifest
 from model_bundle.predictor import Predictor
 from training.config import DEFAULT_DATA_ROOT
 from training.data import read_rgb
-from training.fit_ood import TARGET_ACCEPTANCE, cached_outputs, ham_split
+from training.fit_ood import cached_outputs, ham_split
 from training.model_card import plot_ood_roc, write_ood_section
-from training.ood import SCORE_NAMES, OodStats, all_scores, auroc, fit_rule_thresholds, rank_score, rejects
+from training.ood import (
+    SCORE_NAMES,
+    OodStats,
+    acceptance_for_rejection_budget,
+    all_scores,
+    auroc,
+    fit_rule_thresholds,
+    rank_score,
+    rejects,
+)
 
 log = logging.getLogger("training.eval_ood")
 
@@ -94,11 +103,19 @@ def ood_sources(ood_root: Path) -> dict[str, list[NDArray[np.uint8]]]:
     return by_source
 
 
+def target_level(manifest: BundleManifest, n_val: int) -> float:
+    """The val acceptance level the fitted detector was thresholded at (for a bundle without one,
+    the level fit_ood would choose), so every single score is compared at the same level."""
+    if manifest.ood_detector is not None:
+        return manifest.ood_detector.target_acceptance
+    return acceptance_for_rejection_budget(n_val)
+
+
 def detectors(manifest: BundleManifest, val: Scores) -> dict[str, dict[str, float]]:
-    """name -> OR-rule thresholds: each score alone (at the val target), the fitted rule, the seed."""
-    out = {
-        name: fit_rule_thresholds(val, (name,), TARGET_ACCEPTANCE)[0] for name in SCORE_NAMES if name in val
-    }
+    """name -> OR-rule thresholds: each score alone (at the detector's val level), the fitted rule,
+    the seed."""
+    level = target_level(manifest, len(val["msp"]))
+    out = {name: fit_rule_thresholds(val, (name,), level)[0] for name in SCORE_NAMES if name in val}
     if manifest.ood_detector is not None:
         out["rule:" + "+".join(manifest.ood_detector.rule)] = dict(manifest.ood_detector.thresholds)
     # The seed rejects msp < msp_min, i.e. 1 - msp > 1 - msp_min in the OOD-high orientation.
@@ -120,14 +137,14 @@ def measure(
         per_source[source] = {
             "n": len(r),
             "auroc": auroc(test_rank, r),
-            "fpr_at_val_95": float(accepted.mean()),
+            "fpr": float(accepted.mean()),
         }
         union_rank.append(r)
         union_accept.append(accepted)
     per_source["all"] = {
         "n": int(sum(len(r) for r in union_rank)),
         "auroc": auroc(test_rank, np.concatenate(union_rank)),
-        "fpr_at_val_95": float(np.concatenate(union_accept).mean()),
+        "fpr": float(np.concatenate(union_accept).mean()),
     }
     return {
         "scores": names,
@@ -165,12 +182,12 @@ def evaluate_ood(
     metrics: dict[str, Any] = {
         "bundle": f"{manifest.name}/{manifest.version}",
         "onnx_sha256": manifest.onnx_sha256,
-        "target_acceptance": TARGET_ACCEPTANCE,
+        "target_acceptance": target_level(manifest, len(val["msp"])),
         "n_val": len(val["msp"]),
         "n_test": len(test["msp"]),
         "sources": {s: len(v["msp"]) for s, v in sources.items()},
-        "note": "fpr_at_val_95 = share of an OOD source accepted at thresholds fixed on val for 95% "
-        "acceptance; auroc = ID test vs that source; thresholds never saw test or the OOD sets",
+        "note": "fpr = share of an OOD source accepted at thresholds fixed on val for target_acceptance "
+        "of val; auroc = ID test vs that source; thresholds never saw test or the OOD sets",
         "detectors": results,
     }
     return metrics, sources, val, test
@@ -208,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             "%s: test rejection %.4f; %s",
             name,
             r["test_rejection"],
-            {s: (round(v["auroc"], 4), round(v["fpr_at_val_95"], 4)) for s, v in r["sources"].items()},
+            {s: (round(v["auroc"], 4), round(v["fpr"], 4)) for s, v in r["sources"].items()},
         )
 
 

@@ -16,7 +16,7 @@ from model_bundle.loader import BundleError, load_manifest
 from tests.conftest import DATA_ROOT
 from training import fit_ood
 from training.model_card import OOD_END, OOD_START, write_ood_section
-from training.ood import OodStats
+from training.ood import OodStats, acceptance_for_rejection_budget
 
 LIMIT = 14  # two images per class per split
 
@@ -51,6 +51,9 @@ def test_fit_ood_writes_a_detector_that_loads_with_the_bundle(fitted_bundle: Pat
     assert det.fitted_on_sha256 == manifest.onnx_sha256
     assert set(det.rule) <= set(det.thresholds)
     assert set(det.acceptance_grid) == {"0.90", "0.95", "0.98", "0.99"}
+    # 14 val images leave little room for noise under the 5% rejection budget: a strict level.
+    assert det.target_acceptance == acceptance_for_rejection_budget(LIMIT) == 0.995
+    assert "at most 5% of in-distribution images are rejected with 95% confidence" in det.selection
     assert "OOD sets and scikit-image's samples were not used" in det.selection
 
 
@@ -111,10 +114,11 @@ def test_synthetic_proxy_makes_every_kind_from_each_image() -> None:
 
 
 def _metrics() -> dict[str, Any]:
-    row = {"n": 3, "auroc": 0.99, "fpr_at_val_95": 0.04}
+    row = {"n": 3, "auroc": 0.99, "fpr": 0.04}
     det = {"test_rejection": 0.05, "sources": {"flowers": row, "all": row}}
     return {
         "n_test": 10,
+        "target_acceptance": 0.963,
         "sources": {"flowers": 3},
         "detectors": {"msp": det, "rule:mahalanobis": det, "seed:msp+entropy": det},
     }
@@ -130,3 +134,29 @@ def test_ood_card_section_is_regenerated_in_place(fitted_bundle: Path, tmp_path:
     assert card.read_text() == once
     assert once.count(OOD_START) == once.count(OOD_END) == 1
     assert once.index(OOD_END) < once.index("## Data, license and citation")
+
+
+@pytest.mark.parametrize(("n_val", "level"), [(14, 0.995), (300, 0.973), (1311, 0.963), (100_000, 0.952)])
+def test_the_acceptance_level_leaves_room_for_noise_under_the_budget(n_val: int, level: float) -> None:
+    assert acceptance_for_rejection_budget(n_val) == level
+    r = 1.0 - level
+    # The chosen rejection plus 1.645 of its sampling sd stays within 5%; 0.1% more would not.
+    assert r + 1.6449 * (r * (1 - r) * 2 / n_val) ** 0.5 <= 0.05
+    r += 0.001
+    assert r + 1.6449 * (r * (1 - r) * 2 / n_val) ** 0.5 > 0.05
+
+
+def test_the_acceptance_level_refuses_an_impossible_budget() -> None:
+    with pytest.raises(ValueError):
+        acceptance_for_rejection_budget(0)
+    with pytest.raises(ValueError):
+        acceptance_for_rejection_budget(100, budget=0.0)
+
+
+def test_the_card_names_the_detectors_level(fitted_bundle: Path, tmp_path: Path) -> None:
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text("# card\n")
+    write_ood_section(card, load_manifest(fitted_bundle), _metrics())
+    text = card.read_text()
+    assert "thresholds accept 99.5% of `val` jointly" in text
+    assert "thresholds fitted on `val` for 96.3% acceptance" in text
