@@ -4,7 +4,7 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
-BUNDLE  ?= models/skintriage-effnet-lite0/2.0.0
+BUNDLE  ?= models/skintriage-effnet-lite0/2.0.1
 BASELINE ?= models/skintriage-effnet-lite0/1.0.0
 SPLIT   ?= test
 CONFIG  ?= training/configs/effnet_lite0.yaml

@@ -28,7 +28,7 @@ from PIL import Image
 from model_bundle.predictor import ClinicalContext, Predictor, RawOutput
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_BUNDLE = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "2.0.0"
+DEFAULT_BUNDLE = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "2.0.1"
 DEFAULT_DATA_ROOT = Path(os.environ.get("SKINTRIAGE_DATA_ROOT", REPO_ROOT.parent / "shared" / "data"))
 STAGES = ("decode", "preprocess", "onnxruntime", "postprocess")
 CONTEXT = ClinicalContext(age=55, sex="female", body_site="back")

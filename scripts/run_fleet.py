@@ -33,7 +33,7 @@ from types import FrameType
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's console scripts: uvicorn, celery, alembic
-DEFAULT_BUNDLE = "models/skintriage-effnet-lite0/2.0.0"
+DEFAULT_BUNDLE = "models/skintriage-effnet-lite0/2.0.1"
 DEMO_TENANT = "demo"
 # The demo tenant's users: a clinician (var/demo-api-key: the dashboard's sign-off works with it)
 # and an admin (var/demo-admin-api-key: users, keys, the audit trail, monitoring).

@@ -25,7 +25,7 @@ from training.train import train
 
 log = logging.getLogger("training.reproduce")
 
-BUNDLE_NAME, BUNDLE_VERSION = "skintriage-effnet-lite0", "2.0.0"
+BUNDLE_NAME, BUNDLE_VERSION = "skintriage-effnet-lite0", "2.0.1"
 CANDIDATE_CONFIGS = ("training/configs/effnet_lite0_v2.yaml", "training/configs/effnet_lite0_v2_lowlr.yaml")
 # `make ablate` (run separately: it trains its own variants) leaves its summary here; the card
 # shows it when present.

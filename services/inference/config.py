@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contracts.secrets import InternalToken
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "2.0.0"
+DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "2.0.1"
 EMBEDDED_BROKER_URL = "sqla+sqlite:///var/celery-broker.db"
 LEASE_MARGIN_SECONDS = 10
 # Calls one attempt makes to ood and reports: mark running, score, store the report(s).

@@ -12,7 +12,7 @@ from contracts.secrets import InternalToken
 from services.ood.domain.decision import QualityThresholds
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "2.0.0"
+DEFAULT_BUNDLE_DIR = REPO_ROOT / "models" / "skintriage-effnet-lite0" / "2.0.1"
 
 _DEFAULTS = QualityThresholds()
 

@@ -118,7 +118,7 @@ class Settings(BaseSettings):
             os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
             "models",
             "skintriage-effnet-lite0",
-            "2.0.0",
+            "2.0.1",
             "change_calibration.json",
         ),
         description="path of change_calibration.json (`make calibrate-change`); a missing or invalid "

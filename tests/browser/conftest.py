@@ -57,7 +57,7 @@ EXPECT_TIMEOUT_MS = 10_000
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "shipped_bundle: uses models/skintriage-effnet-lite0/2.0.0 and fails (never skips) without it",
+        "shipped_bundle: uses models/skintriage-effnet-lite0/2.0.1 and fails (never skips) without it",
     )
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 

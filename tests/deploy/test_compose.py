@@ -155,7 +155,7 @@ def test_service_urls_use_compose_names_and_documented_ports() -> None:
 
 def test_bundle_dirs_point_at_the_bundle_copied_into_the_image() -> None:
     model = compose_model()["services"]
-    expected = "/app/models/skintriage-effnet-lite0/2.0.0"
+    expected = "/app/models/skintriage-effnet-lite0/2.0.1"
     assert model["ood"]["environment"]["OOD_BUNDLE_DIR"] == expected
     assert model["worker"]["environment"]["INFERENCE_BUNDLE_DIR"] == expected
 

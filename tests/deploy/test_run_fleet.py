@@ -41,7 +41,7 @@ def test_defaults_are_the_documented_embedded_backends(tmp_path: Path) -> None:
     env = fleet_env(lay, {"SKINTRIAGE_INTERNAL_TOKEN": "t" * 64})
     assert env["REPORTS_DATABASE_URL"] == "sqlite:///var/skintriage.db"
     assert env["GATEWAY_BROKER_URL"] == env["INFERENCE_BROKER_URL"] == "sqla+sqlite:///var/celery-broker.db"
-    assert env["OOD_BUNDLE_DIR"] == env["INFERENCE_BUNDLE_DIR"] == "models/skintriage-effnet-lite0/2.0.0"
+    assert env["OOD_BUNDLE_DIR"] == env["INFERENCE_BUNDLE_DIR"] == "models/skintriage-effnet-lite0/2.0.1"
     assert env["GATEWAY_REPORTS_URL"] == env["INFERENCE_REPORTS_URL"] == "http://127.0.0.1:8002"
     assert env["INFERENCE_OOD_URL"] == "http://127.0.0.1:8001"
 

@@ -26,7 +26,7 @@ from tests.e2e.fleet import EMBEDDED, PRODUCTION, TENANTS, running_fleet
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "shipped_bundle: uses models/skintriage-effnet-lite0/2.0.0 and fails (never skips) without it",
+        "shipped_bundle: uses models/skintriage-effnet-lite0/2.0.1 and fails (never skips) without it",
     )
 
 

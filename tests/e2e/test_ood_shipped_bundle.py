@@ -1,4 +1,4 @@
-"""The OOD detector of the shipped bundle (models/skintriage-effnet-lite0/2.0.0) through the
+"""The OOD detector of the shipped bundle (models/skintriage-effnet-lite0/2.0.1) through the
 whole fleet, production shape: photos that are not skin come back `rejected_ood` by the
 detector's own rule and are stored as rejected, while a real lesion photo is triaged.
 

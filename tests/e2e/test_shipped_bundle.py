@@ -1,4 +1,4 @@
-"""The fleet on the shipped bundle (models/skintriage-effnet-lite0/2.0.0), production shape
+"""The fleet on the shipped bundle (models/skintriage-effnet-lite0/2.0.1), production shape
 (PostgreSQL + Redis): real images in, the trained model's results out.
 
 The bundle is required, not optional: without it this fails (it never skips), because a release

@@ -135,7 +135,7 @@ def test_default_bundle_is_the_shipped_effnet_lite0() -> None:
     assert Settings(internal_token=TOKEN).bundle_dir.parts[-3:] == (
         "models",
         "skintriage-effnet-lite0",
-        "2.0.0",
+        "2.0.1",
     )
 
 

@@ -419,6 +419,6 @@ def test_the_shipped_calibration_is_the_default_and_inside_what_the_image_copies
     default = Path(Settings.model_fields["change_calibration"].default)
     root = Path(__file__).resolve().parents[2]
 
-    assert default == root / "models" / "skintriage-effnet-lite0" / "2.0.0" / "change_calibration.json"
+    assert default == root / "models" / "skintriage-effnet-lite0" / "2.0.1" / "change_calibration.json"
     assert "COPY models/ models/" in (root / "Dockerfile").read_text()
     ChangeCalibration.model_validate(json.loads(default.read_text()))
