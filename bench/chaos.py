@@ -97,7 +97,7 @@ class ClientLog:
     errors: Counter[str] = field(default_factory=Counter)
     uploading: threading.Event = field(default_factory=threading.Event)  # the 2nd batch is on its way
     at_fault: dict[str, int] = field(default_factory=dict)  # the first batch's jobs when it struck
-    after_strike: dict[str, int] = field(default_factory=dict)  # ... and right after
+    after_strike: dict[str, int] = field(default_factory=dict)  # every job's status right after
 
 
 class Client:
@@ -216,6 +216,12 @@ class ChaosFleet:
             )
             return {row.id: row.status for row in rows}
 
+    def status_counts(self) -> dict[str, int]:
+        """status -> how many jobs have it, over every job in the database."""
+        with self.truth.connect() as connection:
+            rows = connection.execute(text("SELECT status, count(*) AS n FROM jobs GROUP BY status"))
+            return {row.status: int(row.n) for row in rows}
+
     def count(self, sql: str) -> int:
         with self.truth.connect() as connection:
             return int(connection.execute(text(sql)).scalar_one())
@@ -242,9 +248,21 @@ def _mid_batch(chaos: ChaosFleet, client: Client, timeout_s: float = 120.0) -> N
 
 
 def _strike(chaos: ChaosFleet, client: Client, fault: Callable[[], None]) -> None:
-    """Start the fault, then note what the first batch's jobs are doing (what it stranded)."""
+    """Start the fault, then note what every job is doing (what it stranded)."""
     fault()
-    client.log.after_strike = dict(Counter(chaos.statuses(set(client.log.accepted)).values()))
+    client.log.after_strike = chaos.status_counts()
+
+
+def _freeze_worker_holding_jobs(chaos: ChaosFleet, timeout_s: float = 60.0) -> None:
+    """Freeze the worker at a moment it holds running jobs (a micro-batch takes a fraction of a
+    second: between a look and a fault it may well have finished). The caller thaws it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        chaos.fleet.freeze("worker")
+        if chaos.status_counts().get("running", 0):
+            return
+        chaos.fleet.freeze("worker", frozen=False)
+        time.sleep(0.01)
 
 
 def _second_batch_during(
@@ -258,15 +276,8 @@ def _second_batch_during(
 
 def worker_kill(chaos: ChaosFleet, client: Client, config: ChaosConfig) -> None:
     _mid_batch(chaos, client)
-    # Freeze the worker, look, and kill it only with jobs in its hands (a micro-batch takes a
-    # fraction of a second: between a look and a kill it may well have finished).
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        chaos.fleet.freeze("worker")
-        if Counter(chaos.statuses(set(client.log.accepted)).values())["running"]:
-            break
-        chaos.fleet.freeze("worker", frozen=False)
-        time.sleep(0.01)
+    # Kill the worker only with jobs in its hands.
+    _freeze_worker_holding_jobs(chaos)
     _strike(chaos, client, lambda: chaos.kill("worker"))
     client.go_on.set()
     time.sleep(config.outage_s["restart"])
@@ -300,7 +311,11 @@ def _kill_mid_request(name: str) -> Fault:
         deadline = time.monotonic() + 30
         while chaos.count("SELECT count(*) FROM jobs") <= first_batch and time.monotonic() < deadline:
             time.sleep(0.005)
+        # ... and the worker holds jobs, whose results and status changes then have nowhere to
+        # go. Faster jobs made this a race: a CI run saw every job done before the kill landed.
+        _freeze_worker_holding_jobs(chaos)
         _strike(chaos, client, lambda: chaos.kill(name))
+        chaos.fleet.freeze("worker", frozen=False)
         time.sleep(config.outage_s["restart"])
         chaos.restart(name)
 
