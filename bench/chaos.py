@@ -306,14 +306,15 @@ def _kill_mid_request(name: str) -> Fault:
     def fault(chaos: ChaosFleet, client: Client, config: ChaosConfig) -> None:
         _mid_batch(chaos, client)
         first_batch = len(client.log.accepted)
+        # The worker holds jobs through the kill (their results and status changes then have
+        # nowhere to go): frozen with jobs running until right after it. Faster jobs made this a
+        # race: a CI run saw every job done before the kill landed.
+        _freeze_worker_holding_jobs(chaos)
         client.go_on.set()
         # The second batch's first jobs are registered: its request is in the gateway's hands.
         deadline = time.monotonic() + 30
         while chaos.count("SELECT count(*) FROM jobs") <= first_batch and time.monotonic() < deadline:
             time.sleep(0.005)
-        # ... and the worker holds jobs, whose results and status changes then have nowhere to
-        # go. Faster jobs made this a race: a CI run saw every job done before the kill landed.
-        _freeze_worker_holding_jobs(chaos)
         _strike(chaos, client, lambda: chaos.kill(name))
         chaos.fleet.freeze("worker", frozen=False)
         time.sleep(config.outage_s["restart"])
