@@ -111,10 +111,9 @@ def target_level(manifest: BundleManifest, n_val: int) -> float:
     return acceptance_for_rejection_budget(n_val)
 
 
-def detectors(manifest: BundleManifest, val: Scores) -> dict[str, dict[str, float]]:
-    """name -> OR-rule thresholds: each score alone (at the detector's val level), the fitted rule,
+def detectors(manifest: BundleManifest, val: Scores, level: float) -> dict[str, dict[str, float]]:
+    """name -> OR-rule thresholds: each score alone (at val acceptance `level`), the fitted rule,
     the seed."""
-    level = target_level(manifest, len(val["msp"]))
     out = {name: fit_rule_thresholds(val, (name,), level)[0] for name in SCORE_NAMES if name in val}
     if manifest.ood_detector is not None:
         out["rule:" + "+".join(manifest.ood_detector.rule)] = dict(manifest.ood_detector.thresholds)
@@ -178,11 +177,12 @@ def evaluate_ood(
     }
     if skimage:
         sources["skimage_samples"] = scores_of("ood-skimage", skimage_images())
-    results = {name: measure(th, val, test, sources) for name, th in detectors(manifest, val).items()}
+    level = target_level(manifest, len(val["msp"]))
+    results = {name: measure(th, val, test, sources) for name, th in detectors(manifest, val, level).items()}
     metrics: dict[str, Any] = {
         "bundle": f"{manifest.name}/{manifest.version}",
         "onnx_sha256": manifest.onnx_sha256,
-        "target_acceptance": target_level(manifest, len(val["msp"])),
+        "target_acceptance": level,
         "n_val": len(val["msp"]),
         "n_test": len(test["msp"]),
         "sources": {s: len(v["msp"]) for s, v in sources.items()},
