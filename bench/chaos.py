@@ -253,16 +253,32 @@ def _strike(chaos: ChaosFleet, client: Client, fault: Callable[[], None]) -> Non
     client.log.after_strike = chaos.status_counts()
 
 
+def _settled_status_counts(chaos: ChaosFleet, deadline: float, settle_s: float = 0.5) -> dict[str, int]:
+    """The status counts once two looks `settle_s` apart agree (or at `deadline`)."""
+    counts = chaos.status_counts()
+    while time.monotonic() < deadline:
+        time.sleep(settle_s)
+        counts, before = chaos.status_counts(), counts
+        if counts == before:
+            break
+    return counts
+
+
 def _freeze_worker_holding_jobs(chaos: ChaosFleet, timeout_s: float = 60.0) -> None:
     """Freeze the worker at a moment it holds running jobs (a micro-batch takes a fraction of a
-    second: between a look and a fault it may well have finished). The caller thaws it."""
+    second: between a look and a fault it may well have finished). The caller thaws it.
+
+    The look waits for the counts to settle: a micro-batch's results the worker sent just before
+    the stop are still on their way to reports, and a CI run saw all seven 'running' jobs turn
+    done after a look that came too early."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         chaos.fleet.freeze("worker")
-        if chaos.status_counts().get("running", 0):
+        if _settled_status_counts(chaos, deadline).get("running", 0):
             return
         chaos.fleet.freeze("worker", frozen=False)
         time.sleep(0.01)
+    raise RuntimeError(f"the worker held no running job in {timeout_s:.0f} s")
 
 
 def _second_batch_during(
